@@ -1,0 +1,90 @@
+# Message signing (DESIGN.md 2): HMAC-SHA256 (RFC 2104) written over hashlib.sha256,
+# because MicroPython has no hmac module. The signed bytes are a canonical field string
+# built here and nowhere else, so neither side depends on JSON key order (MicroPython's
+# json.dumps has no sort_keys) or number formatting.
+import binascii
+import hashlib
+
+_BLOCK = 64  # SHA-256 block size in bytes (RFC 2104 "B")
+_IPAD = bytes(0x36 for _ in range(_BLOCK))
+_OPAD = bytes(0x5C for _ in range(_BLOCK))
+
+
+def _xor(key, pad):
+    out = bytearray(_BLOCK)
+    for i in range(_BLOCK):
+        out[i] = key[i] ^ pad[i]
+    return out
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 of msg (bytes) under key (bytes) -> 32-byte digest."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = bytes(key) + bytes(_BLOCK - len(key))
+    inner = hashlib.sha256(_xor(key, _IPAD))
+    inner.update(msg)
+    outer = hashlib.sha256(_xor(key, _OPAD))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def equal(a, b):
+    """Constant-time comparison of two byte or str values (no early exit on a mismatch)."""
+    if isinstance(a, str):
+        a = a.encode()
+    if isinstance(b, str):
+        b = b.encode()
+    diff = len(a) ^ len(b)
+    for i in range(min(len(a), len(b))):
+        diff |= a[i] ^ b[i]
+    return diff == 0
+
+
+def _field(value):
+    if value is None:
+        return "-"
+    if value is True:
+        return "1"
+    if value is False:
+        return "0"
+    text = str(value)
+    if "|" in text or "\n" in text:
+        raise ValueError("a signed field may not contain '|' or a newline")
+    return text
+
+
+# The signed fields of each message type, in order. The type name is signed too, so a
+# result can never pass for a swipe.
+SIGNED_FIELDS = {
+    "swipe": ("kiosk", "seq", "ts", "uid", "auth", "service", "offline"),
+    "result": ("kiosk", "seq", "verdict", "reason", "resident_pays", "subsidy_pays",
+               "balance", "offline", "flagged", "txn"),
+}
+
+
+def signing_string(kind, msg):
+    """Canonical bytes for a message dict: 'aixin1|swipe|K1|42|...'."""
+    parts = ["aixin1", kind]
+    for name in SIGNED_FIELDS[kind]:
+        parts.append(_field(msg.get(name)))
+    return "|".join(parts).encode()
+
+
+def mac(kind, msg, key):
+    """Hex MAC (64 lower-case digits) for a message dict."""
+    return binascii.hexlify(hmac_sha256(key, signing_string(kind, msg))).decode()
+
+
+def sign(kind, msg, key):
+    """Set msg['mac'] and return msg."""
+    msg["mac"] = mac(kind, msg, key)
+    return msg
+
+
+def verify(kind, msg, key):
+    """True if msg['mac'] is the right MAC for msg under key."""
+    given = msg.get("mac")
+    if not isinstance(given, str):
+        return False
+    return equal(given, mac(kind, msg, key))
