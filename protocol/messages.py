@@ -22,7 +22,7 @@ class ProtocolError(ValueError):
         self.field = field
         self.detail = detail
         where = (" (field %s)" % field) if field else ""
-        ValueError.__init__(self, "%s%s: %s" % (code, where, detail or reasons.describe(code)))
+        super().__init__("%s%s: %s" % (code, where, detail or reasons.describe(code)))
 
 
 # Value checks: each takes the value and returns None if fine, or a detail string.
