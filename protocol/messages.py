@@ -8,9 +8,10 @@ from protocol import reasons, signing, topics, uid, utctime
 VERSION = 1
 MAX_SEQ = 0x7FFFFFFF  # seq lives in flash as a 31-bit counter (a small int on every port)
 MAX_FEN = 100000000   # one million yuan: larger is a bug or an attack, not a meal
-MAX_BYTES = {"swipe": 512, "result": 512, "state": 512, "config": 32768}
+MAX_BYTES = {"swipe": 512, "result": 512, "state": 512, "config": 32768, "settlement": 2048}
 AUTH_MODES = ("uid", "mifare")
 VERDICTS = ("approved", "declined")
+SETTLEMENT_KINDS = ("sale", "reversal", "offline_exception")
 STATUSES = ("online", "offline")
 
 
@@ -118,6 +119,15 @@ def _uid_list(v):
     return None
 
 
+def _fund_shares(v):
+    if not isinstance(v, list):
+        return "wrong_type"
+    for item in v:
+        if not isinstance(item, dict) or _ident(item.get("fund")) or _int_range(-MAX_FEN, MAX_FEN)(item.get("fen")):
+            return "list of {fund: id, fen: integer}"
+    return None
+
+
 def _offline_limits(v):
     if not isinstance(v, dict):
         return "wrong_type"
@@ -175,6 +185,28 @@ SCHEMAS = {
         "offline": (_offline_limits, True),
         "suppress_s": (_int_range(0, 3600), False),
         "mifare": (_bool, False),
+    },
+    # Bridge -> backends: one booked transaction (host side only; kiosks never see it).
+    "settlement": {
+        "txn": (_text(40), True),
+        "kind": (_one_of(SETTLEMENT_KINDS), True),
+        "kiosk": (_ident, True),
+        "seq": (_int_range(1, MAX_SEQ), True),
+        "merchant": (_ident, True),
+        "service": (_ident, True),
+        "uid": (_uid, True),
+        "resident": (_text(40), True),
+        "group": (_text(40), True),
+        "ts": (_time, True),
+        "booked_at": (_time, True),
+        "price": (_int_range(0, MAX_FEN), True),
+        "resident_pays": (_int_range(-MAX_FEN, MAX_FEN), True),
+        "subsidy_pays": (_int_range(-MAX_FEN, MAX_FEN), True),
+        "funds": (_fund_shares, True),
+        "offline": (_bool, True),
+        "flagged": (_bool, True),
+        "reason": (_reason, True),
+        "reverses": (_nullable(_text(40)), False),
     },
 }
 
