@@ -22,7 +22,7 @@ class MicroPythonUnavailable(RuntimeError):
 def _node():
     node = shutil.which("node")
     if not node:
-        raise MicroPythonUnavailable("node is not installed: run `make test`, which installs it, or apt-get install nodejs")
+        raise MicroPythonUnavailable("node is not installed: run `make test` (it installs it) or apt-get install nodejs")
     if not os.path.isdir(PORT_PACKAGE):
         raise MicroPythonUnavailable("the MicroPython WebAssembly port is missing: run `npm ci` in " + ROOT)
     return node
