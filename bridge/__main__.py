@@ -1,0 +1,6 @@
+# host-only. `python -m bridge ...` is the same as the `aixin` console command.
+import sys
+
+from bridge.cli import main
+
+sys.exit(main())

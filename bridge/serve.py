@@ -1,0 +1,213 @@
+# host-only. The running bridge (DESIGN.md 5, 6a): MQTT in, settle, MQTT out.
+#
+# Threads: paho's network loop only queues messages (a slow on_message would miss
+# keepalives); one worker settles whatever is queued as one database transaction (group
+# commit), then publishes results and settlement records, then acknowledges each swipe to
+# the broker (manual_ack). A crash before the commit means redelivery; after it, a
+# redelivery finds the stored verdict. MQTT gives at-least-once; (kiosk, seq) gives
+# exactly-once booking.
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+import urllib.parse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bridge import VERSION, config, db as dbmod, settle as settlemod
+from bridge.db import BridgeError
+from protocol import topics, utctime
+
+log = logging.getLogger("aixin.bridge")
+
+
+def parse_broker(url):
+    """'mqtt://host:port' -> (host, port). mqtts is not handled here (put TLS in front)."""
+    u = urllib.parse.urlparse(url if "://" in url else "mqtt://" + url)
+    if u.scheme not in ("mqtt", "tcp"):
+        raise BridgeError("broker %r: use mqtt://HOST:PORT" % url)
+    return u.hostname or "127.0.0.1", u.port or 1883
+
+
+def log_line(fields):
+    """One line per event, key=value, stable order. Never given a key or MAC."""
+    return " ".join("%s=%s" % (k, v) for k, v in fields.items() if v is not None)
+
+
+class Bridge:
+    """One bridge process. engine: from bridge.db.connect(). share_group: join an MQTT 5
+    shared subscription so several bridges split the swipes (use PostgreSQL then)."""
+
+    def __init__(self, engine, broker="mqtt://127.0.0.1:1883", username=None, password=None,
+                 client_id="aixin-bridge", share_group=None, session_expiry=86400,
+                 batch_max=500, poll_s=1.0):
+        self.engine = engine
+        self.host, self.port = parse_broker(broker)
+        self.share_group = share_group
+        self.batch_max = batch_max
+        self.poll_s = poll_s
+        self.session_expiry = session_expiry
+        self.queue = queue.Queue()
+        self.generation = 0  # bumped per connection: an ack is only valid on its own one
+        self.connected = threading.Event()
+        self.stopping = threading.Event()
+        self.settled = 0
+        self._versions = None
+        self._client = c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                       protocol=mqtt.MQTTv5, manual_ack=True)
+        if username:
+            c.username_pw_set(username, password)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        c.will_set(topics.BRIDGE_STATE, self._state("offline"), qos=1, retain=True)
+        c.on_socket_open = self._on_socket_open
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self._worker = threading.Thread(target=self._work, name="aixin-settle", daemon=True)
+
+    @property
+    def client(self):
+        return self._client
+
+    def _state(self, status):
+        return json.dumps({"status": status, "version": VERSION,
+                           "ts": utctime.iso(time.time())}).encode()
+
+    # -- paho callbacks (network thread: keep them short) --
+    def _on_socket_open(self, client, userdata, sock):
+        # DESIGN.md 7 latency note: without TCP_NODELAY a QoS 1 round trip costs ~40 ms.
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning(log_line({"event": "connect_failed", "reason": str(reason_code)}))
+            return
+        self.generation += 1
+        filt = topics.ALL_SWIPES
+        if self.share_group:
+            filt = topics.shared(self.share_group, filt)
+        client.subscribe(filt, qos=1)
+        client.publish(topics.BRIDGE_STATE, self._state("online"), qos=1, retain=True)
+        self._versions = None  # republish every config on (re)connect
+        self.connected.set()
+        log.info(log_line({"event": "connected", "broker": "%s:%d" % (self.host, self.port),
+                           "session_present": flags.session_present}))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+        if not self.stopping.is_set():
+            log.warning(log_line({"event": "disconnected", "reason": str(reason_code)}))
+
+    def _on_message(self, client, userdata, message):
+        # Dispatch here, not with message_callback_add (it ignores $share filters, 6a).
+        self.queue.put((message.topic, message.payload, message.mid, message.qos,
+                        self.generation, time.perf_counter()))
+
+    # -- worker --
+    def _work(self):
+        while not self.stopping.is_set():
+            try:
+                first = self.queue.get(timeout=self.poll_s)
+            except queue.Empty:
+                self._maybe_publish_configs()
+                continue
+            batch = [first]
+            while len(batch) < self.batch_max:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            outcomes = None
+            delay = 0.1
+            while outcomes is None:
+                try:
+                    outcomes = settlemod.settle_batch(self.engine, [(b[0], b[1]) for b in batch])
+                except Exception as e:
+                    # Nothing committed, nothing acknowledged: retry the same batch (the
+                    # database may be restarting). Stopping leaves it to redelivery.
+                    log.error(log_line({"event": "batch_failed", "n": len(batch),
+                                        "error": str(e).splitlines()[0][:200]}))
+                    if self.stopping.wait(delay):
+                        return
+                    delay = min(delay * 2, 10)
+            done = time.perf_counter()
+            for item, out in zip(batch, outcomes):
+                if out.result is not None:
+                    self._client.publish(topics.results(out.kiosk), out.result, qos=1)
+                if out.settlement is not None:
+                    self._client.publish(topics.settlements(out.merchant), out.settlement,
+                                         qos=1)
+                fields = dict(out.log)
+                fields["ms"] = "%.1f" % ((done - item[5]) * 1000)
+                log.info(log_line(fields))
+            gen = self.generation
+            for item in batch:
+                if item[3] > 0 and item[4] == gen:
+                    self._client.ack(item[2], item[3])
+            self.settled += len(batch)
+            self._maybe_publish_configs()
+
+    def _maybe_publish_configs(self):
+        """Republish every kiosk's retained config when the lists, rules or registry
+        changed (the CLI bumps counters in the database; several bridges may share it)."""
+        if not self.connected.is_set():
+            return
+        try:
+            with self.engine.connect() as conn:
+                v = (dbmod.counter(conn, "lists_version"), dbmod.counter(conn, "registry_version"))
+            if v != self._versions:
+                n = config.publish_all(self._client, self.engine)
+                self._versions = v
+                log.info(log_line({"event": "configs_published", "kiosks": n,
+                                   "lists_version": v[0]}))
+        except Exception as e:
+            log.error(log_line({"event": "config_failed", "error": str(e).splitlines()[0][:200]}))
+
+    # -- lifecycle --
+    def start(self, timeout=10):
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry
+        props.ReceiveMaximum = 1000
+        try:
+            self._client.connect(self.host, self.port, keepalive=30, clean_start=False,
+                                 properties=props)
+        except OSError as e:
+            raise BridgeError("cannot reach the broker at %s:%d (%s): is mosquitto running? "
+                              "check --broker" % (self.host, self.port, e.strerror or e))
+        self._client.loop_start()
+        self._worker.start()
+        if timeout and not self.connected.wait(timeout):
+            self.stop()
+            raise BridgeError("broker at %s:%d did not accept the connection: check --user/"
+                              "--password and the broker's log" % (self.host, self.port))
+        return self
+
+    def stop(self):
+        """Finish the current batch, publish offline state, disconnect."""
+        self.stopping.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10)
+        try:
+            if self.connected.is_set():
+                info = self._client.publish(topics.BRIDGE_STATE, self._state("offline"),
+                                            qos=1, retain=True)
+                info.wait_for_publish(2)
+            self._client.disconnect()
+        except Exception:
+            pass
+        self._client.loop_stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
