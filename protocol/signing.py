@@ -88,3 +88,9 @@ def verify(kind, msg, key):
     if not isinstance(given, str):
         return False
     return equal(given, mac(kind, msg, key))
+
+
+def broker_password(key):
+    """The kiosk's MQTT password, derived from its device key so a kiosk holds one secret and
+    a key rotation (reflash) rotates the broker login with it. 32 hex digits."""
+    return binascii.hexlify(hmac_sha256(key, b"aixin1|broker-password")).decode()[:32]
