@@ -1,0 +1,1 @@
+# The sim board: emulated peripherals (MFRC522 reader, cards) and machine-compatible pins.
