@@ -2,9 +2,9 @@
 # signed result. The order of checks, and what each failure does:
 #   topic/kiosk match, format  -> refused (logged, kept in `refusals`, no result: we cannot
 #   unknown kiosk, bad MAC        sign a verdict the sender could trust), never booked;
+#   seq below the kiosk's base  -> declined `stale` (older key generation), not stored;
 #   same (kiosk, seq), same MAC -> the stored verdict, byte for byte; nothing new booked;
 #   same (kiosk, seq), new MAC  -> declined `replay`, not stored, nothing booked;
-#   seq below the kiosk's base  -> declined `stale` (older key generation);
 #   kiosk disabled, card unknown or blocked, service not offered, not eligible, caps,
 #   wallet short               -> declined with that reason; stored so it stays the answer;
 #   all good                    -> approved, booked: wallet and funds pay the merchant.
@@ -75,6 +75,8 @@ def settle(conn, topic, payload, now=None):
     if not signing.verify("swipe", msg, key):
         return _refuse(conn, now, topic, reasons.BAD_MAC, kiosk_id, seq, "mac")
 
+    if seq < seq_base:  # signed with the current key, but below its generation's base
+        return _declined(kiosk_id, seq, reasons.STALE, key, msg["offline"], store=None)
     s = schema.swipes
     prior = conn.execute(select(s.c.mac, s.c.result, s.c.settlement, s.c.reason, s.c.txn_id)
                          .where(s.c.kiosk_id == kiosk_id, s.c.seq == seq)).first()
@@ -85,8 +87,6 @@ def settle(conn, topic, payload, now=None):
                            {"event": "duplicate", "kiosk": kiosk_id, "seq": seq,
                             "reason": prior[3], "txn": ledger.txn_name(prior[4])})
         return _declined(kiosk_id, seq, reasons.REPLAY, key, offline, store=None)
-    if seq < seq_base:
-        return _declined(kiosk_id, seq, reasons.STALE, key, offline, store=None)
 
     rules = pricing.current(conn)
     tz = rules.tz if rules else None

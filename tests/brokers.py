@@ -184,3 +184,29 @@ class Kiosk:
     def close(self):
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def seed_site(db_path, kiosks=(("K1", "meal"),), merchant="M1", residents=None):
+    """A small site in a fresh database: default rules, one merchant, kiosks, residents with
+    cards and money. Returns (engine, info) where info has 'keys' {kiosk: key bytes} and
+    'cards' {name: uid}. residents: [(name, birth_date, flags, card_uid, topup_fen)]."""
+    from bridge import db, ledger, pricing, registry
+    engine = db.connect(str(db_path))
+    pricing.load(engine, pricing.DEFAULT_RULES)
+    registry.add_merchant(engine, merchant, "Test canteen")
+    keys = {}
+    for kiosk_id, service in kiosks:
+        keys[kiosk_id] = registry.add_kiosk(engine, kiosk_id, merchant, service)
+    if residents is None:
+        residents = [("young", "1956-05-01", [], "A1000001", 5000),     # 60-79
+                     ("old", "1940-01-01", [], "A1000002", 5000),       # 80+
+                     ("poor", "1958-01-01", [], "A1000003", 0),         # no money
+                     ("disabled", "1960-01-01", ["disabled"], "A1000004AABBCC", 5000)]
+    cards = {}
+    for name, born, flags, card_uid, fen in residents:
+        rid = registry.add_resident(engine, name, born, flags)
+        registry.enroll_card(engine, card_uid, rid)
+        if fen:
+            ledger.topup(engine, rid, fen)
+        cards[name] = card_uid
+    return engine, {"keys": keys, "cards": cards, "merchant": merchant}

@@ -1,0 +1,303 @@
+# host-only. Settlement through a real Mosquitto and a real SQLite file: every verdict
+# path of issue 5, duplicates booked once, and the ledger invariants after every test.
+import json
+import os
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from sqlalchemy import func, select
+
+from bridge import config, ledger, registry, reports, schema
+from bridge.serve import Bridge
+from protocol import messages, reasons, signing, topics, utctime
+
+from tests.brokers import Kiosk, seed_site, start_mosquitto, stop_process
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    port, proc = start_mosquitto(tmp_path)
+    yield port
+    stop_process(proc)
+
+
+@pytest.fixture
+def site(tmp_path, broker):
+    engine, info = seed_site(tmp_path / "aixin.db")
+    bridge = Bridge(engine, "mqtt://127.0.0.1:%d" % broker, poll_s=0.2).start()
+    kiosk = Kiosk(broker, "K1", info["keys"]["K1"])
+    info.update(engine=engine, bridge=bridge, kiosk=kiosk, port=broker)
+    yield info
+    kiosk.close()
+    bridge.stop()
+    check = ledger.check(engine)
+    assert check["ok"], check["problems"]
+
+
+class Listener:
+    """Collects messages on a topic filter."""
+
+    def __init__(self, port, topic_filter):
+        self.messages = []
+        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.on_message = lambda cl, ud, m: self.messages.append((m.topic, m.payload, m.retain))
+        c.connect("127.0.0.1", port)
+        c.subscribe(topic_filter, qos=1)
+        c.loop_start()
+        time.sleep(0.2)
+
+    def wait(self, n=1, timeout=5):
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(self.messages) < n:
+            time.sleep(0.01)
+        return self.messages
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def count(engine, table, *where):
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
+
+
+def balance(engine, resident_id):
+    with engine.connect() as conn:
+        return ledger.balance(conn, ledger.wallet(resident_id))
+
+
+def wait_refusal(engine, reason, timeout=5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if count(engine, schema.refusals, schema.refusals.c.reason == reason):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_approved_books_split_and_signs_result(site):
+    settled = Listener(site["port"], topics.settlements("M1"))
+    k = site["kiosk"]
+    msg = k.swipe(site["cards"]["young"])
+    res = k.wait(msg["seq"])
+    assert res is not None
+    assert signing.verify("result", res, site["keys"]["K1"])
+    messages.validate("result", res)
+    assert (res["verdict"], res["reason"]) == ("approved", reasons.OK)
+    # default rules: meal 10.00 yuan, age 60-79 get 3.00 from civil affairs
+    assert (res["resident_pays"], res["subsidy_pays"], res["balance"]) == (700, 300, 4300)
+    assert res["txn"].startswith("T") and not res["flagged"]
+    got = settled.wait(1)
+    rec = json.loads(got[0][1])
+    assert rec["txn"] == res["txn"] and rec["funds"] == [{"fund": "civil_affairs", "fen": 300}]
+    with site["engine"].connect() as conn:
+        assert ledger.balance(conn, ledger.merchant("M1")) == 1000
+        assert ledger.balance(conn, ledger.fund("civil_affairs")) == -300
+    settled.close()
+
+
+def test_group_80_plus_gets_more_subsidy(site):
+    k = site["kiosk"]
+    res = k.wait(k.swipe(site["cards"]["old"])["seq"])
+    assert (res["resident_pays"], res["subsidy_pays"]) == (300, 700)
+
+
+@pytest.mark.parametrize("who,reason", [("poor", reasons.INSUFFICIENT_FUNDS),
+                                        ("blocked", reasons.CARD_BLOCKED),
+                                        ("unknown", reasons.UNKNOWN_CARD)])
+def test_declines_book_nothing(site, who, reason):
+    engine = site["engine"]
+    card = {"poor": site["cards"]["poor"], "blocked": site["cards"]["young"],
+            "unknown": "DEADBEEF"}[who]
+    if who == "blocked":
+        registry.set_card_status(engine, card, True)
+    before = count(engine, schema.transactions)
+    k = site["kiosk"]
+    res = k.wait(k.swipe(card)["seq"])
+    assert (res["verdict"], res["reason"]) == ("declined", reason)
+    assert signing.verify("result", res, site["keys"]["K1"])
+    assert res["txn"] is None and res["resident_pays"] == 0
+    assert count(engine, schema.transactions) == before
+
+
+def test_unknown_kiosk_refused_unbooked(site):
+    engine = site["engine"]
+    ghost = Kiosk(site["port"], "GHOST", os.urandom(32))
+    before = count(engine, schema.transactions)
+    msg = ghost.swipe(site["cards"]["young"])
+    assert wait_refusal(engine, reasons.UNKNOWN_KIOSK)
+    assert ghost.wait(msg["seq"], timeout=0.5) is None  # nothing signed for a stranger
+    assert count(engine, schema.transactions) == before
+    ghost.close()
+
+
+def test_bad_mac_refused_unbooked(site):
+    engine = site["engine"]
+    k = site["kiosk"]
+    before = count(engine, schema.transactions)
+    msg = k.swipe(site["cards"]["young"], key=os.urandom(32))
+    assert wait_refusal(engine, reasons.BAD_MAC)
+    assert k.wait(msg["seq"], timeout=0.3) is None
+    assert count(engine, schema.transactions) == before
+    assert balance(engine, "R000001") == 5000
+    # the seq is not burnt: the genuine swipe with that seq still settles
+    res = k.wait(k.swipe(site["cards"]["young"], seq=msg["seq"])["seq"])
+    assert res["reason"] == reasons.OK
+
+
+def test_malformed_and_mismatched_messages_refused(site):
+    engine = site["engine"]
+    k = site["kiosk"]
+    k.publish(b"{not json")
+    assert wait_refusal(engine, reasons.MALFORMED_JSON)
+    k.publish(b"x" * 5000)
+    assert wait_refusal(engine, reasons.TOO_LARGE)
+    msg = k.swipe(site["cards"]["young"], send=False)
+    k.publish(msg, topic=topics.swipes("K2"))
+    assert wait_refusal(engine, reasons.TOPIC_MISMATCH)
+    bad = dict(msg, seq="7")
+    k.publish(bad)
+    assert wait_refusal(engine, reasons.WRONG_TYPE)
+    assert count(engine, schema.transactions, schema.transactions.c.kind == "swipe") == 0
+
+
+def test_duplicates_get_same_verdict_and_book_once(site):
+    engine = site["engine"]
+    k = site["kiosk"]
+    msg = k.swipe(site["cards"]["young"])
+    for _ in range(4):
+        k.publish(msg)
+    res = k.wait(msg["seq"], count=5)
+    assert res is not None
+    assert len({json.dumps(r, sort_keys=True) for r in k.results[msg["seq"]]}) == 1
+    assert count(engine, schema.transactions, schema.transactions.c.kind == "swipe") == 1
+    assert balance(engine, "R000001") == 4300
+
+
+def test_replay_same_seq_other_content(site):
+    engine = site["engine"]
+    k = site["kiosk"]
+    first = k.swipe(site["cards"]["young"])
+    assert k.wait(first["seq"])["reason"] == reasons.OK
+    k.swipe(site["cards"]["old"], seq=first["seq"])  # validly signed, same seq, new content
+    res = k.wait(first["seq"], count=2)
+    assert (res["verdict"], res["reason"]) == ("declined", reasons.REPLAY)
+    assert count(engine, schema.transactions, schema.transactions.c.kind == "swipe") == 1
+    assert balance(engine, "R000002") == 5000
+    # and the original still gets its stored verdict
+    k.publish(first)
+    assert k.wait(first["seq"], count=3)["reason"] == reasons.OK
+
+
+def test_daily_cap(site):
+    k = site["kiosk"]
+    card = site["cards"]["young"]
+    got = [k.wait(k.swipe(card)["seq"])["reason"] for _ in range(3)]
+    assert got == [reasons.OK, reasons.OK, reasons.DAILY_CAP]  # meal: 2 a day
+    assert balance(site["engine"], "R000001") == 5000 - 2 * 700
+    # reversing one frees the cap again
+    h = reports.history(site["engine"], card)
+    ledger.reverse(site["engine"], h["transactions"][0]["txn"])
+    assert k.wait(k.swipe(card)["seq"])["reason"] == reasons.OK
+
+
+def test_offline_swipe_booked_at_its_own_time(site):
+    engine = site["engine"]
+    k = site["kiosk"]
+    when = int(time.time()) - 3 * 86400
+    res = k.wait(k.swipe(site["cards"]["young"], ts=utctime.iso(when), offline=True)["seq"])
+    assert (res["verdict"], res["reason"], res["offline"], res["flagged"]) == \
+        ("approved", reasons.OK, True, False)
+    t = schema.transactions
+    with engine.connect() as conn:
+        row = conn.execute(select(t.c.ts, t.c.offline, t.c.local_day).where(
+            t.c.kind == "swipe")).first()
+    assert row.ts == when and row.offline
+
+
+def test_offline_would_decline_is_flagged_not_dropped(site):
+    engine = site["engine"]
+    card = site["cards"]["young"]
+    registry.set_card_status(engine, card, True)
+    k = site["kiosk"]
+    res = k.wait(k.swipe(card, ts=utctime.iso(time.time() - 600), offline=True)["seq"])
+    assert (res["verdict"], res["reason"], res["flagged"], res["offline"]) == \
+        ("declined", reasons.CARD_BLOCKED, True, True)
+    assert res["txn"] is not None and res["resident_pays"] == 0
+    t = schema.transactions
+    assert count(engine, t, t.c.kind == "flagged", t.c.flagged.is_(True)) == 1
+    with engine.connect() as conn:
+        assert ledger.balance(conn, ledger.SUSPENSE) == -1000
+        assert ledger.balance(conn, ledger.merchant("M1")) == 1000
+    assert balance(engine, "R000001") == 5000  # the wallet is not touched
+    # offline unknown card: flagged too
+    res = k.wait(k.swipe("0102030405060708090A", offline=True,
+                         ts=utctime.iso(time.time() - 60))["seq"])
+    assert res["flagged"] and res["reason"] == reasons.UNKNOWN_CARD
+
+
+def test_block_republishes_retained_config(site):
+    engine = site["engine"]
+    k = site["kiosk"]
+    deadline = time.time() + 5
+    while not k.configs and time.time() < deadline:
+        time.sleep(0.02)
+    first = k.configs[-1]
+    messages.validate("config", first)
+    assert first["price"] == 1000 and first["service"] == "meal"
+    assert site["cards"]["young"] in first["allow"]
+    registry.set_card_status(engine, site["cards"]["young"], True)
+    deadline = time.time() + 5
+    while time.time() < deadline and site["cards"]["young"] not in k.configs[-1]["deny"]:
+        time.sleep(0.02)
+    cfg = k.configs[-1]
+    assert site["cards"]["young"] in cfg["deny"]
+    assert cfg["lists_version"] > first["lists_version"]
+    # retained: a kiosk connecting later still gets it
+    late = Listener(site["port"], topics.config("K1"))
+    got = late.wait(1)
+    assert got and got[0][2] and site["cards"]["young"] in json.loads(got[0][1])["deny"]
+    late.close()
+
+
+def test_bridge_state_retained_online(site):
+    got = Listener(site["port"], topics.BRIDGE_STATE).wait(1)
+    assert got and json.loads(got[0][1])["status"] == "online" and got[0][2]
+
+
+def test_provision_rotates_key_and_refuses_old_seqs(site):
+    engine = site["engine"]
+    k = site["kiosk"]
+    for _ in range(3):
+        k.wait(k.swipe(site["cards"]["old"])["seq"])
+    key, seq_base = registry.provision_kiosk(engine, "K1")
+    assert seq_base == 4 and key != site["keys"]["K1"]
+    assert registry.kiosk_key(engine, "K1") == key
+    # the old key no longer verifies
+    k.swipe(site["cards"]["old"], seq=10)
+    assert wait_refusal(engine, reasons.BAD_MAC)
+    # a new-key swipe below seq_base is stale
+    k.swipe(site["cards"]["old"], seq=2, key=key)
+    assert k.wait(2, count=2)["reason"] == reasons.STALE
+    k.key = key
+    res = k.wait(k.swipe(site["cards"]["young"], seq=seq_base)["seq"])
+    assert res["reason"] == reasons.OK and signing.verify("result", res, key)
+
+
+def test_reports_per_merchant_service_fund(site):
+    engine = site["engine"]
+    k = site["kiosk"]
+    k.wait(k.swipe(site["cards"]["young"])["seq"])
+    k.wait(k.swipe(site["cards"]["old"])["seq"])
+    rows = reports.report(engine, "daily")
+    by_payer = {r[3]: (r[4], r[5]) for r in rows}
+    assert by_payer["resident"] == (2, 700 + 300)
+    assert by_payer["fund:civil_affairs"] == (2, 300 + 500)
+    assert by_payer["fund:village"] == (1, 200)
+    monthly = reports.report(engine, "monthly")
+    assert sum(r[5] for r in monthly) == 2000
+    assert "period,merchant,service,payer,taps,fen" in reports.to_csv(rows)
