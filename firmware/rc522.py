@@ -271,10 +271,10 @@ class MFRC522:
         """Hard reset (NRSTPD high), soft reset, version check, timer, modulation, antenna."""
         if self.rst is not None:
             self.rst.value(1)
-        self.reset()
-        st = self.version_check()
+        st = self.version_check()            # VersionReg first: a dead bus costs one read
         if st != OK:
             return st
+        self.reset()
         self.write_reg(TModeReg, 0x80 | (_PRESCALER >> 8))   # TAuto, TPrescaler_Hi
         self.write_reg(TPrescalerReg, _PRESCALER & 0xFF)
         self.set_timeout_us(SHORT_TIMEOUT_US)
@@ -705,7 +705,7 @@ class Reader(MFRC522):
         # 1. Cards already presented: we left them HALTed. WUPA wakes them, SELECT by UID
         #    asks each one by name (only that card answers), HLTA puts it back to sleep.
         for i in range(len(seen)):
-            st = self.wakeup()
+            st = self._wupa2()
             if st == NO_CARD:
                 empty = i == 0     # nothing at all answers WUPA: the field is empty
                 break
@@ -761,25 +761,30 @@ class Reader(MFRC522):
             self.last_status = OK
         return new
 
-    def _activate(self, uid):
+    def activate(self, uid):
         """WUPA + SELECT of a known UID, retried after noise. NO_CARD if it is not there."""
         self.stop_crypto1()
         st = NO_CARD
-        for attempt in range(3):
-            st = self.wakeup()
+        for _ in range(3):
+            st = self._wupa2()
+            if st == NO_CARD:
+                return NO_CARD
             if st == OK:
                 st = self.select_uid(uid)
                 if st == OK:
                     return OK
-            elif st == NO_CARD and attempt > 0:
-                # A card left ACTIVE by a lost answer went IDLE on the first WUPA; retry once.
-                st = self.wakeup()
-                if st == OK:
-                    st = self.select_uid(uid)
-                    if st == OK:
-                        return OK
-            if st == CHIP_TIMEOUT or st == INVALID:
+                if st == TIMEOUT:
+                    return NO_CARD       # others answered WUPA, this UID did not
+            if st == CHIP_TIMEOUT:
                 return st
+        return st
+
+    def _wupa2(self):
+        # A card left ACTIVE by a lost frame treats the first WUPA as an error and drops to
+        # IDLE without answering (ISO 14443-3 state machine): a second WUPA wakes it.
+        st = self.wakeup()
+        if st == NO_CARD:
+            st = self.wakeup()
         return st
 
     def _finish(self, st):
@@ -798,10 +803,12 @@ class Reader(MFRC522):
 
     def read_block(self, uid, block, key=None, key_type=KEY_A, out=None):
         """Read 16 bytes. Returns (status, data or None)."""
+        if len(uid) not in (4, 7, 10):
+            return INVALID, None
         if out is None:
             out = bytearray(16)
         try:
-            st = self._activate(uid)
+            st = self.activate(uid)
             if st == NO_CARD:
                 self.last_status = CARD_GONE
                 return CARD_GONE, None
@@ -819,10 +826,10 @@ class Reader(MFRC522):
 
     def write_block(self, uid, block, data, key=None, key_type=KEY_A):
         """Write 16 bytes (Classic) or 4 bytes to a type 2 page (key None). Returns status."""
-        if len(data) < (16 if key is not None else 4):
+        if len(data) < (16 if key is not None else 4) or len(uid) not in (4, 7, 10):
             return INVALID
         try:
-            st = self._activate(uid)
+            st = self.activate(uid)
             if st == NO_CARD:
                 self.last_status = CARD_GONE
                 return CARD_GONE
