@@ -9,7 +9,7 @@
 # positive (what the site owes the merchant).
 import time
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from bridge import schema
 from bridge.db import BridgeError
@@ -38,7 +38,7 @@ def _kind(code):
 
 
 def account_id(conn, code, create=True):
-    key = (str(conn.engine.url), code)
+    key = (conn.engine, code)
     if key in _ids:
         return _ids[key]
     a = schema.accounts
@@ -62,50 +62,97 @@ def account_id(conn, code, create=True):
     return row[0]
 
 
+_a, _t = schema.accounts, schema.transactions
+# Statements built once: on a hot path SQLAlchemy's per-call construction and cache-key
+# work costs more than SQLite itself.
+_LOCK = (select(_a.c.id, _a.c.balance, _a.c.floor)
+         .where(_a.c.id.in_(bindparam("ids", expanding=True))).order_by(_a.c.id)
+         .with_for_update())
+_BALANCE = select(_a.c.balance).where(_a.c.code == bindparam("code"))
+_INS_TXN = insert(_t)
+_INS_ENTRY = insert(schema.entries)
+_UPD_BAL = update(_a).where(_a.c.id == bindparam("aid")).values(
+    balance=_a.c.balance + bindparam("delta"))
+_TXN_DEFAULTS = {"kiosk_id": None, "seq": None, "card_uid": None, "resident_id": None,
+                 "merchant_id": None, "service": None, "offline": False, "flagged": False,
+                 "reverses": None, "reversed_by": None}
+
+
 def lock(conn, ids):
     """Lock account rows in id order (PostgreSQL: SELECT ... FOR UPDATE; SQLite's single
     writer already serialises) and return {id: (balance, floor)}. Serialising per account
     is what keeps two bridges from spending one wallet twice (DESIGN.md 6a)."""
-    a = schema.accounts
-    rows = conn.execute(select(a.c.id, a.c.balance, a.c.floor).where(a.c.id.in_(sorted(ids)))
-                        .order_by(a.c.id).with_for_update()).all()
+    rows = conn.execute(_LOCK, {"ids": sorted(ids)}).all()
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def balance(conn, code):
-    a = schema.accounts
-    return conn.execute(select(a.c.balance).where(a.c.code == code)).scalar()
+    return conn.execute(_BALANCE, {"code": code}).scalar()
 
 
-def post(conn, legs, kind, ts, reason="ok", memo="", tz=None, **fields):
+class Pending:
+    """Group commit inside one database transaction: accounts are locked once per batch
+    and their running balances kept here; entries and balance updates are written in bulk
+    by flush() before the commit. Transactions themselves are inserted at once (their ids
+    go into the verdicts), so caps counted in the same batch see them. The invariants hold
+    at commit, which is the only point another reader can see."""
+
+    def __init__(self):
+        self.held = {}      # account id -> [balance, floor], running
+        self.deltas = {}    # account id -> sum of this batch's entries
+        self.entries = []
+
+    def lock(self, conn, ids):
+        missing = [i for i in ids if i not in self.held]
+        if missing:
+            for aid, (bal, floor) in lock(conn, missing).items():
+                self.held[aid] = [bal, floor]
+        return self.held
+
+    def flush(self, conn):
+        if self.entries:
+            conn.execute(_INS_ENTRY, self.entries)
+            conn.execute(_UPD_BAL, [{"aid": aid, "delta": d} for aid, d in
+                                    sorted(self.deltas.items()) if d])
+        self.entries, self.deltas = [], {}
+
+
+def post(conn, legs, kind, ts, reason="ok", memo="", tz=None, pending=None, **fields):
     """Book one transaction. legs: [(account code, signed fen), ...] summing to zero.
-    Returns the transaction id. Raises BridgeError if a floor would be crossed."""
+    Returns (transaction id, {code: new balance}). Raises BridgeError, booking nothing, if
+    the entries do not sum to zero or a floor would be crossed. pending: a Pending for
+    group commit (the caller flushes it); without it everything is written now."""
     if sum(amount for _, amount in legs) != 0:
         raise BridgeError("entries do not sum to zero: %r" % (legs,))
     merged = {}
+    codes = {}
     for code, amount in legs:
         if amount:
             aid = account_id(conn, code)
+            codes[aid] = code
             merged[aid] = merged.get(aid, 0) + amount
-    held = lock(conn, merged)
+    own = pending is None
+    if own:
+        pending = Pending()
+    held = pending.lock(conn, merged)
     for aid, delta in merged.items():
         bal, floor = held[aid]
         if floor is not None and delta < 0 and bal + delta < floor:
             raise BridgeError("account would go below its floor")
     day, month = localtime.day_month(ts, tz)
-    t = schema.transactions
-    values = dict(kind=kind, ts=int(ts), local_day=day, local_month=month,
+    values = dict(_TXN_DEFAULTS)
+    values.update(kind=kind, ts=int(ts), local_day=day, local_month=month,
                   booked_at=int(time.time()), amount=sum(a for a in merged.values() if a > 0),
-                  offline=False, flagged=False, reason=reason, memo=memo)
+                  reason=reason, memo=memo)
     values.update(fields)
-    txn_id = conn.execute(insert(t).values(**values)).inserted_primary_key[0]
-    conn.execute(insert(schema.entries), [
-        {"txn_id": txn_id, "account_id": aid, "amount": amount}
-        for aid, amount in merged.items()])
-    a = schema.accounts
+    txn_id = conn.execute(_INS_TXN, values).inserted_primary_key[0]
     for aid, amount in merged.items():
-        conn.execute(update(a).where(a.c.id == aid).values(balance=a.c.balance + amount))
-    return txn_id
+        pending.entries.append({"txn_id": txn_id, "account_id": aid, "amount": amount})
+        pending.deltas[aid] = pending.deltas.get(aid, 0) + amount
+        held[aid][0] += amount
+    if own:
+        pending.flush(conn)
+    return txn_id, {codes[aid]: held[aid][0] for aid in merged}
 
 
 def txn_name(txn_id):
@@ -133,7 +180,7 @@ def topup(engine, resident_id, fen, memo="", now=None):
             raise BridgeError("no resident %s: add them first with `aixin resident add`"
                               % resident_id)
         now = time.time() if now is None else now
-        tid = post(conn, [(CASH, -fen), (wallet(resident_id), fen)], "topup", now,
+        tid, _ = post(conn, [(CASH, -fen), (wallet(resident_id), fen)], "topup", now,
                    memo=memo, resident_id=resident_id, tz=_tz(conn))
         return txn_name(tid)
 
@@ -164,7 +211,7 @@ def reverse(engine, txn, memo="", now=None):
             .where(e.c.txn_id == txn_id)).all()]
         now = time.time() if now is None else now
         try:
-            rid = post(conn, legs, "reversal", now, memo=memo or "reversal of T%d" % txn_id,
+            rid, _ = post(conn, legs, "reversal", now, memo=memo or "reversal of T%d" % txn_id,
                        tz=_tz(conn), reverses=txn_id, kiosk_id=row["kiosk_id"],
                        card_uid=row["card_uid"], resident_id=row["resident_id"],
                        merchant_id=row["merchant_id"], service=row["service"],

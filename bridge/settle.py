@@ -13,7 +13,7 @@
 import json
 import time
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 
 from bridge import ledger, localtime, pricing, schema
 from bridge.db import BridgeError
@@ -41,18 +41,56 @@ def _refuse(conn, now, topic, code, kiosk=None, seq=None, field=None):
                                     "reason": code, "field": field})
 
 
-def _counts(conn, resident_id, service, day, month):
-    t = schema.transactions
-    live = and_(t.c.resident_id == resident_id, t.c.service == service,
-                t.c.kind.in_(("swipe", "flagged")), t.c.reversed_by.is_(None))
-    n_day = conn.execute(select(func.count()).where(live, t.c.local_day == day)).scalar()
-    n_month = conn.execute(select(func.count()).where(live, t.c.local_month == month)).scalar()
-    return n_day, n_month
+_k, _s, _t = schema.kiosks, schema.swipes, schema.transactions
+_c, _r = schema.cards, schema.residents
+# Statements built once (see ledger.py): the hot path only binds values.
+_KIOSK = (select(_k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_base, _k.c.high_seq,
+                 _k.c.enabled).where(_k.c.id == bindparam("kid")).with_for_update())
+_PRIOR = select(_s.c.mac, _s.c.result, _s.c.settlement, _s.c.reason, _s.c.txn_id).where(
+    _s.c.kiosk_id == bindparam("kid"), _s.c.seq == bindparam("seq"))
+_CARD = (select(_c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
+         .join(_r, _r.c.id == _c.c.resident_id).where(_c.c.uid == bindparam("uid")))
+# Uses of a service this month and today: booked swipes and flagged ones, not reversed.
+_COUNTS = select(func.count(), func.coalesce(func.sum(case(
+    (_t.c.local_day == bindparam("day"), 1), else_=0)), 0)).where(
+    _t.c.resident_id == bindparam("rid"), _t.c.service == bindparam("service"),
+    _t.c.local_month == bindparam("month"), _t.c.kind.in_(("swipe", "flagged")),
+    _t.c.reversed_by.is_(None))
+_INS_SWIPE = insert(_s)
 
 
-def settle(conn, topic, payload, now=None):
-    """Settle one message inside the caller's transaction. Returns an Outcome."""
+class Batch:
+    """Per-transaction state for group commit: the rules in force, kiosks already locked,
+    account balances (ledger.Pending), and decided swipes not yet written."""
+
+    def __init__(self, rules):
+        self.rules = rules
+        self.kiosks = {}
+        self.pending = ledger.Pending()
+        self.swipes = {}  # (kiosk, seq) -> row for _INS_SWIPE
+
+    def flush(self, conn):
+        self.pending.flush(conn)
+        if self.swipes:
+            conn.execute(_INS_SWIPE, list(self.swipes.values()))
+        self.swipes = {}
+
+
+def settle(conn, topic, payload, now=None, rules=None, batch=None):
+    """Settle one message inside the caller's transaction. Returns an Outcome. rules: the
+    pricing.Rules in force (looked up if not given). batch: a Batch for group commit (the
+    caller flushes it before the commit); without it everything is written now."""
     now = time.time() if now is None else now
+    own = batch is None
+    if own:
+        batch = Batch(rules if rules is not None else pricing.current(conn))
+    out = _settle(conn, topic, payload, now, batch)
+    if own:
+        batch.flush(conn)
+    return out
+
+
+def _settle(conn, topic, payload, now, batch):
     parsed = topics.parse(topic)
     if parsed is None or parsed[0] != "swipes":
         return _refuse(conn, now, topic, reasons.TOPIC_MISMATCH, field="topic")
@@ -64,22 +102,23 @@ def settle(conn, topic, payload, now=None):
     kiosk_id, seq = msg["kiosk"], msg["seq"]
     if kiosk_id != topic_kiosk:
         return _refuse(conn, now, topic, reasons.TOPIC_MISMATCH, topic_kiosk, seq, "kiosk")
-    k = schema.kiosks
-    kiosk = conn.execute(select(k.c.merchant_id, k.c.service, k.c.key_hex, k.c.seq_base,
-                                k.c.high_seq, k.c.enabled)
-                         .where(k.c.id == kiosk_id).with_for_update()).first()
+    kiosk = batch.kiosks.get(kiosk_id)
+    if kiosk is None:
+        kiosk = batch.kiosks[kiosk_id] = conn.execute(_KIOSK, {"kid": kiosk_id}).first()
     if kiosk is None:
         return _refuse(conn, now, topic, reasons.UNKNOWN_KIOSK, kiosk_id, seq, "kiosk")
-    merchant_id, kiosk_service, key_hex, seq_base, high_seq, enabled = kiosk
+    merchant_id, kiosk_service, key_hex, seq_base, _, enabled = kiosk
     key = bytes.fromhex(key_hex)
     if not signing.verify("swipe", msg, key):
         return _refuse(conn, now, topic, reasons.BAD_MAC, kiosk_id, seq, "mac")
 
     if seq < seq_base:  # signed with the current key, but below its generation's base
         return _declined(kiosk_id, seq, reasons.STALE, key, msg["offline"], store=None)
-    s = schema.swipes
-    prior = conn.execute(select(s.c.mac, s.c.result, s.c.settlement, s.c.reason, s.c.txn_id)
-                         .where(s.c.kiosk_id == kiosk_id, s.c.seq == seq)).first()
+    row = batch.swipes.get((kiosk_id, seq))
+    if row is not None:
+        prior = (row["mac"], row["result"], row["settlement"], row["reason"], row["txn_id"])
+    else:
+        prior = conn.execute(_PRIOR, {"kid": kiosk_id, "seq": seq}).first()
     offline = msg["offline"]
     if prior is not None:
         if signing.equal(prior[0], msg["mac"]):
@@ -88,7 +127,7 @@ def settle(conn, topic, payload, now=None):
                             "reason": prior[3], "txn": ledger.txn_name(prior[4])})
         return _declined(kiosk_id, seq, reasons.REPLAY, key, offline, store=None)
 
-    rules = pricing.current(conn)
+    rules = batch.rules
     tz = rules.tz if rules else None
     when = utctime.parse(msg["ts"]) if offline else int(now)
     day, month = localtime.day_month(when, tz)
@@ -98,11 +137,7 @@ def settle(conn, topic, payload, now=None):
     price = 0
     split = None
     wallet_code = None
-    card = conn.execute(
-        select(schema.cards.c.status, schema.residents.c.id, schema.residents.c.birth_date,
-               schema.residents.c.flags)
-        .join(schema.residents, schema.residents.c.id == schema.cards.c.resident_id)
-        .where(schema.cards.c.uid == msg["uid"])).first()
+    card = conn.execute(_CARD, {"uid": msg["uid"]}).first()
     if rules is not None and service in rules.services:
         price = rules.price(merchant_id, service) or 0
     if not enabled:
@@ -122,15 +157,20 @@ def settle(conn, topic, payload, now=None):
                 reason = reasons.NOT_ELIGIBLE
             else:
                 per_day, per_month = rules.caps(service)
-                n_day, n_month = _counts(conn, resident_id, service, day, month)
+                n_month, n_day = conn.execute(_COUNTS, {
+                    "rid": resident_id, "service": service, "day": day, "month": month}).first()
                 wallet_code = ledger.wallet(resident_id)
                 if per_day is not None and n_day >= per_day:
                     reason = reasons.DAILY_CAP
                 elif per_month is not None and n_month >= per_month:
                     reason = reasons.MONTHLY_CAP
                 else:
-                    wid = ledger.account_id(conn, wallet_code)
-                    bal = ledger.lock(conn, [wid])[wid][0]
+                    # Lock every account this booking touches, in id order, before deciding
+                    # (one lock round; post() re-reads them under the same lock).
+                    codes = [wallet_code, ledger.merchant(merchant_id)] + \
+                        [ledger.fund(n) for n, _ in split[1]]
+                    held = batch.pending.lock(conn, [ledger.account_id(conn, c) for c in codes])
+                    bal = held[ledger.account_id(conn, wallet_code)][0]
                     if bal < split[0]:
                         reason = reasons.INSUFFICIENT_FUNDS
 
@@ -140,23 +180,28 @@ def settle(conn, topic, payload, now=None):
     resident_pays = subsidy_pays = 0
     funds = []
     flagged = False
+    balance = None
     if reason == reasons.OK:
         resident_pays, funds = split
         subsidy_pays = sum(f for _, f in funds)
         legs = [(wallet_code, -resident_pays)] + [(ledger.fund(n), -f) for n, f in funds]
         legs.append((ledger.merchant(merchant_id), price))
-        txn_id = ledger.post(conn, legs, "swipe", when, reason, tz=tz, **common)
+        txn_id, after = ledger.post(conn, legs, "swipe", when, reason, tz=tz,
+                                    pending=batch.pending, **common)
+        balance = after.get(wallet_code, bal)
     elif offline and reason != reasons.KIOSK_DISABLED:
         # Served while the kiosk was offline: the service happened, so it is booked, at
         # full price against suspense, and flagged for an operator (never dropped).
         flagged = True
         legs = [(ledger.SUSPENSE, -price), (ledger.merchant(merchant_id), price)]
         if price:
-            txn_id = ledger.post(conn, legs, "flagged", when, reason, tz=tz, flagged=True,
+            txn_id, _ = ledger.post(conn, legs, "flagged", when, reason, tz=tz, flagged=True,
+                                    pending=batch.pending,
                                  memo="offline swipe the bridge would have declined",
                                  **common)
-    balance = ledger.balance(conn, wallet_code or ledger.wallet(resident_id)) \
-        if resident_id else None
+    if balance is None and resident_id is not None:
+        wid = ledger.account_id(conn, ledger.wallet(resident_id))
+        balance = batch.pending.lock(conn, [wid])[wid][0]
     txn = ledger.txn_name(txn_id)
     verdict = "approved" if reason == reasons.OK else "declined"
     text = _text(reason, resident_pays, balance, offline, flagged)
@@ -173,11 +218,10 @@ def settle(conn, topic, payload, now=None):
             "flagged": flagged, "reason": reason, "price": price,
             "resident_pays": resident_pays,
             "funds": [{"fund": n, "fen": f} for n, f in funds]}).encode()
-    conn.execute(insert(s).values(kiosk_id=kiosk_id, seq=seq, mac=msg["mac"], verdict=verdict,
-                                  reason=reason, txn_id=txn_id, result=result,
-                                  settlement=settlement, decided_at=int(now)))
-    if seq > high_seq:
-        conn.execute(update(k).where(k.c.id == kiosk_id).values(high_seq=seq))
+    batch.swipes[(kiosk_id, seq)] = {
+        "kiosk_id": kiosk_id, "seq": seq, "mac": msg["mac"], "verdict": verdict,
+        "reason": reason, "txn_id": txn_id, "result": result, "settlement": settlement,
+        "decided_at": int(now)}
     return Outcome(kiosk_id, seq, result, settlement, merchant_id, {
         "event": "verdict", "kiosk": kiosk_id, "seq": seq, "verdict": verdict,
         "reason": reason, "txn": txn, "merchant": merchant_id, "service": service,
@@ -213,27 +257,40 @@ def yuan(fen):
 
 
 def settle_batch(engine, items, now=None):
-    """Settle [(topic, payload), ...] in ONE database transaction (group commit), each in
-    its own savepoint so one bad message cannot spoil the rest. Returns the Outcomes, in
-    order, after the commit. A conflict with another bridge (same (kiosk, seq) inserted
-    concurrently) rolls back and retries the whole batch; the retry finds stored verdicts."""
-    for attempt in range(5):
+    """Settle [(topic, payload), ...] in ONE database transaction (group commit). Returns
+    the Outcomes, in order, after the commit. If one message hits an unexpected error the
+    batch is rolled back and redone with a savepoint per message, so that one message is
+    reported and the rest still settle. A conflict with another bridge (the same (kiosk,
+    seq) inserted concurrently) rolls back and retries; the retry finds stored verdicts."""
+    careful = False
+    for attempt in range(6):
         outcomes = []
         try:
             with engine.begin() as conn:
+                batch = Batch(pricing.current(conn))
                 for topic, payload in items:
+                    if not careful:
+                        outcomes.append(settle(conn, topic, payload, now, batch=batch))
+                        continue
                     try:
+                        # careful mode: each message settles and writes on its own
                         with conn.begin_nested():
-                            outcomes.append(settle(conn, topic, payload, now))
-                    except messages.ProtocolError as e:
-                        outcomes.append(_refuse(conn, now or time.time(), topic, e.code,
-                                                field=e.field))
-                    except BridgeError as e:
-                        outcomes.append(Outcome(log={"event": "error", "error": str(e)}))
+                            outcomes.append(settle(conn, topic, payload, now, batch.rules))
+                    except Exception as e:
+                        if _retryable(e):
+                            raise
+                        outcomes.append(Outcome(log={"event": "error", "topic": topic[:80],
+                                                     "error": str(e).splitlines()[0][:200]}))
+                batch.flush(conn)
             return outcomes
         except Exception as e:
-            if attempt == 4 or not _retryable(e):
+            if attempt == 5:
                 raise
+            if not _retryable(e):
+                if careful:
+                    raise
+                careful = True
+                continue
             time.sleep(0.01 * (attempt + 1))
 
 
