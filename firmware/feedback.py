@@ -36,7 +36,7 @@ class Feedback:
         self._tone = None
         self.last = None
 
-    def show(self, kind, reason=None, text=None, pays=None, balance=None):
+    def show(self, kind, reason=None, text=None, pays=None, balance=None, uid=None, seq=None):
         """Show one outcome now; the tone plays beside the tap loop, never blocking it."""
         colour, pattern, headline = KINDS[kind]
         lines = [headline]
@@ -49,7 +49,7 @@ class Feedback:
         if balance is not None:
             lines.append("Left " + yuan(balance))
         event = {"kind": kind, "reason": reason, "text": text, "pays": pays,
-                 "balance": balance, "colour": colour, "lines": lines}
+                 "balance": balance, "colour": colour, "lines": lines, "uid": uid, "seq": seq}
         self.last = event
         self.board.led(colour)
         self.board.display(lines)
@@ -61,6 +61,12 @@ class Feedback:
         if pattern:
             self._tone = asyncio.create_task(self._play(pattern))
         return event
+
+    def stop(self):
+        if self._tone is not None:
+            self._tone.cancel()
+            self._tone = None
+        self.board.tone(0)
 
     async def _play(self, pattern):
         try:

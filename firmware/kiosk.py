@@ -125,6 +125,10 @@ class Kiosk:
             text = uidtext.uid_hex(card.uid)
         except ValueError:
             return self.feedback.show("fault", reasons.READER_FAULT)
+        return await self._tap(text, card)
+
+    async def _tap(self, text, card):
+        show = self.feedback.show
         now = clock.ticks_ms()
         if text == self._last_uid and \
                 clock.ticks_diff(now, self._last_tick) < self._setting("suppress_s", 3) * 1000:
@@ -141,15 +145,15 @@ class Kiosk:
             except (OSError, AttributeError):
                 ok = False
             if not ok:
-                return self.feedback.show("declined", reasons.CARD_AUTH_FAILED)
+                return show("declined", reasons.CARD_AUTH_FAILED, uid=text)
             auth = "mifare"
         if self.journal.full():
-            return self.feedback.show("declined", reasons.JOURNAL_FULL)
+            return show("declined", reasons.JOURNAL_FULL, uid=text)
         online = self.mqtt.connected
         if not online:
             why = self._decide_offline(text)
             if why != reasons.OFFLINE_ACCEPTED:
-                return self.feedback.show("declined", why)
+                return show("declined", why, uid=text)
         seq = self.journal.next_seq()
         msg = messages.swipe(self.id, seq, utctime.iso(clock.now()), text, auth,
                              self.service(), not online, self.key)
@@ -159,14 +163,14 @@ class Kiosk:
             self.journal.append(seq, payload)  # on flash before it goes anywhere
         except OSError as e:
             self.log("journal write failed: %r" % (e,))
-            return self.feedback.show("fault", reasons.READER_FAULT, "Reader error")
+            return show("fault", reasons.READER_FAULT, "Reader error", uid=text, seq=seq)
         except Exception:  # JournalFull: the unsettled swipes plus this one do not fit
-            return self.feedback.show("declined", reasons.JOURNAL_FULL)
+            return show("declined", reasons.JOURNAL_FULL, uid=text)
         payload = None
         if not online:
             self._count_offline(text)
-            return self.feedback.show("offline", reasons.OFFLINE_ACCEPTED)
-        self.feedback.show("reading")
+            return show("offline", reasons.OFFLINE_ACCEPTED, uid=text, seq=seq)
+        show("reading", uid=text, seq=seq)
         self._want = seq
         self._verdict = None
         self._got.clear()
@@ -180,11 +184,10 @@ class Kiosk:
         self._verdict = None
         if v is None:
             # The swipe stays journalled and is uploaded again; the bridge settles it once.
-            return self.feedback.show("no_verdict", reasons.NO_VERDICT)
+            return show("no_verdict", reasons.NO_VERDICT, uid=text, seq=seq)
         kind = "approved" if v["verdict"] == "approved" else "declined"
         pays = v["resident_pays"] if kind == "approved" else None
-        text = v["text"] or None
-        return self.feedback.show(kind, v["reason"], text, pays, v["balance"])
+        return show(kind, v["reason"], v["text"] or None, pays, v["balance"], text, seq)
 
     # -- offline decisions (DESIGN.md 4): cached lists and limits --------------------------
     def _decide_offline(self, text):
@@ -327,4 +330,5 @@ class Kiosk:
     def stop(self):
         self._stopped = True
         self.mqtt.stop()
+        self.feedback.stop()
         self.journal.close()

@@ -15,7 +15,11 @@ Public API
                                    presentation = one tap); None while nothing is there or
                                    the same card stays. Never raises; retries begin() every
                                    `retry_polls` polls when the reader is absent.
-    r.in_field(uid) -> bool        the card was seen by the last polls (not yet "removed")
+    r.in_field(uid) -> bool        the card was seen by the last polls (not yet "removed";
+                                   a card counts as removed after `gone_after` polls
+                                   without an answer, so one missed poll is no new tap)
+    r.activate(uid) -> status      WUPA + SELECT of that card (OK, NO_CARD, ...); the
+                                   helpers below call it themselves and HLTA afterwards
     r.read_block(uid, block, key=None, key_type=KEY_A, out=None) -> (status, data|None)
         16 bytes of a MIFARE Classic block (key: 6 bytes, authenticates the block's sector)
         or of a type 2 tag (key None: READ returns pages block..block+3).
@@ -27,7 +31,11 @@ Public API
     Status codes (module constants; status_name(st) gives the text):
     OK 0, NO_CARD 1, TIMEOUT 2, CRC_ERROR 3, PARITY_ERROR 4, COLLISION 5,
     BUFFER_OVERFLOW 6, AUTH_FAILED 7, CARD_GONE 8, PROTOCOL_ERROR 9, NAK 10,
-    BCC_ERROR 11, NO_READER 12, INVALID 13, CHIP_TIMEOUT 14, ACCESS_DENIED 15
+    BCC_ERROR 11, NO_READER 12, INVALID 13, CHIP_TIMEOUT 14, ACCESS_DENIED 15 (NAK 0x4:
+    the access bits forbid it), INTERNAL_ERROR 16 (an exception inside the driver, text
+    in r.error). NAK 10 is any other NAK (0x0/0x1/0x5). TIMEOUT means the card stopped
+    answering but still answers WUPA; CARD_GONE means nothing with that UID answers.
+    r.last_status holds the status of the last poll/read/write.
 
 Lower level (class MFRC522, each ISO 14443 step a method returning a status):
     init(), version_check(), antenna_on(), antenna_off(), set_gain(g), set_timeout_us(us),
@@ -147,10 +155,12 @@ NO_READER = const(12)
 INVALID = const(13)
 CHIP_TIMEOUT = const(14)
 ACCESS_DENIED = const(15)
+INTERNAL_ERROR = const(16)
 STATUS_NAMES = ("OK", "no card", "timeout", "CRC error", "parity error", "collision",
                 "buffer overflow", "authentication failed", "card left the field",
                 "protocol error", "NAK", "BCC error", "no reader (check wiring)",
-                "invalid argument", "reader not responding", "access denied (NAK)")
+                "invalid argument", "reader not responding", "access denied (NAK)",
+                "driver error (see Reader.error)")
 
 VERSIONS = {0x91: "MFRC522 v1.0", 0x92: "MFRC522 v2.0"}
 CLONE_VERSIONS = {0x88: "FM17522 clone", 0x12: "counterfeit MFRC522", 0xB2: "FM17522 clone"}
@@ -684,7 +694,7 @@ class Reader(MFRC522):
             return self._poll()
         except Exception as e:   # a driver bug or bus fault must not stop the kiosk loop
             self.error = "poll failed: %r" % (e,)
-            self.last_status = PROTOCOL_ERROR
+            self.last_status = INTERNAL_ERROR
             return None
 
     def _poll(self):
@@ -823,6 +833,9 @@ class Reader(MFRC522):
         except OSError as e:
             self.error = "SPI error: %s" % (e,)
             return NO_READER, None
+        except Exception as e:   # never let a driver bug stop the kiosk loop
+            self.error = "read_block failed: %r" % (e,)
+            return INTERNAL_ERROR, None
 
     def write_block(self, uid, block, data, key=None, key_type=KEY_A):
         """Write 16 bytes (Classic) or 4 bytes to a type 2 page (key None). Returns status."""
@@ -846,3 +859,6 @@ class Reader(MFRC522):
         except OSError as e:
             self.error = "SPI error: %s" % (e,)
             return NO_READER
+        except Exception as e:
+            self.error = "write_block failed: %r" % (e,)
+            return INTERNAL_ERROR
