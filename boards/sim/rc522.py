@@ -209,6 +209,8 @@ class MFRC522:
                 due.append((self._rx_at[0], 1))
             if self._idle_at is not None:
                 due.append((self._idle_at, 2))
+            if self._tx_end is not None:
+                due.append((self._tx_end, 3))
             if not due:
                 return
             due.sort()
@@ -223,10 +225,14 @@ class MFRC522:
                 payload = self._rx_at[1]
                 self._rx_at = None
                 self._deliver(payload)
-            else:
+            elif kind == 2:
                 self._idle_at = None
-                self.regs[Status2Reg] |= 0x08      # MFCrypto1On
+                if self.cmd == MFAuthent:
+                    self.regs[Status2Reg] |= 0x08  # MFCrypto1On
                 self._terminate()
+            else:
+                self._tx_end = None
+                self.regs[ComIrqReg] |= TxIRq      # last bit of the frame sent
 
     def _timer_period_ns(self):
         pre = (self.regs[TModeReg] & 0x0F) << 8 | self.regs[TPrescalerReg]
@@ -352,6 +358,7 @@ class MFRC522:
         # Any command written cancels the running one (writing Idle does not set IdleIRq).
         self._rx_at = None
         self._idle_at = None
+        self._tx_end = None
         self._waiting_send = False
         if c == Idle or c == NoCmdChange and self.cmd == Idle:
             self.cmd = Idle
@@ -420,9 +427,7 @@ class MFRC522:
         crypto = bool(self.regs[Status2Reg] & 0x08)
         answers = self.field.exchange(data, nbits, crypto)
         if self.cmd == Transmit:
-            self._idle_at = None
-            self.regs[ComIrqReg] |= TxIRq
-            self._terminate()
+            self._idle_at = tx_end                 # Transmit ends by itself after the frame
             return
         if self.regs[TModeReg] & 0x80:             # TAuto: timer starts at end of transmission
             self._start_timer(tx_end)
@@ -484,7 +489,7 @@ class MFRC522:
         if err:
             self.regs[ErrorReg] |= err
             self.regs[ComIrqReg] |= ErrIRq
-        self.regs[ComIrqReg] |= RxIRq | TxIRq
+        self.regs[ComIrqReg] |= RxIRq
         self._waiting_send = True                   # Transceive: back to waiting for StartSend
 
     def _authenticate(self):

@@ -327,7 +327,7 @@ def test_read_of_absent_card_is_card_gone():
 
 def test_statuses_are_distinct_and_named():
     names = rc522.STATUS_NAMES
-    assert len(names) == len(set(names)) == 16
+    assert len(names) == len(set(names)) == 17
     assert rc522.status_name(rc522.CARD_GONE) == "card left the field"
     assert rc522.status_name(99) == "status 99"
 
@@ -346,6 +346,24 @@ def test_spi_fault_never_escapes():
     assert r.begin() == rc522.NO_READER and "SPI" in r.error
     assert r.poll() is None
     assert r.read_block(UID4, 1, KEY) == (rc522.NO_READER, None)
+
+
+class _BuggyField:
+    """Stands in for a driver bug: the SPI object raises something that is not OSError."""
+
+    def write(self, buf):
+        raise ValueError("boom")
+
+    def write_readinto(self, w, r):
+        raise ValueError("boom")
+
+
+def test_unexpected_exception_is_reported_not_raised():
+    r, chip, field = _ready()
+    r.spi = _BuggyField()
+    assert r.poll() is None and r.last_status == rc522.INTERNAL_ERROR and "boom" in r.error
+    assert r.read_block(UID4, 1, KEY)[0] == rc522.INTERNAL_ERROR
+    assert r.write_block(UID4, 1, bytes(16), KEY) == rc522.INTERNAL_ERROR
 
 
 def test_antenna_off_means_no_card():

@@ -364,3 +364,130 @@ def test_spi_timing_model():
     t0 = chip.time.ns
     _rd(spi, cs, sim.VersionReg)                          # 2 bytes = 16 bits at 1 MHz
     assert chip.time.ns - t0 == 16_000
+
+
+class _PublicStyleDriver:
+    """A second, independent driver written the way the popular public MicroPython MFRC522
+    drivers are: one SPI transaction per register, read-modify-write of the IRQ flags, CRC
+    computed with CalcCRC and appended by software (TxCRCEn/RxCRCEn left at their reset 0),
+    a long 0.5 ms-tick timer. The emulator must serve it unchanged."""
+
+    def __init__(self, spi, cs):
+        self.spi = spi
+        self.cs = cs
+
+    def w(self, reg, val):
+        _wr(self.spi, self.cs, reg, val)
+
+    def r(self, reg):
+        return _rd(self.spi, self.cs, reg)
+
+    def sflags(self, reg, mask):
+        self.w(reg, self.r(reg) | mask)
+
+    def cflags(self, reg, mask):
+        self.w(reg, self.r(reg) & (~mask & 0xFF))
+
+    def init(self):
+        self.w(0x01, 0x0F)
+        self.w(0x2A, 0x8D)
+        self.w(0x2B, 0x3E)
+        self.w(0x2D, 30)
+        self.w(0x2C, 0)
+        self.w(0x15, 0x40)
+        self.w(0x11, 0x3D)
+        if ~(self.r(0x14) & 0x03):
+            self.sflags(0x14, 0x03)
+
+    def tocard(self, cmd, send):
+        irq_en, wait_irq = (0x12, 0x10) if cmd == 0x0E else (0x77, 0x30)
+        self.w(0x02, irq_en | 0x80)
+        self.cflags(0x04, 0x80)
+        self.sflags(0x0A, 0x80)
+        self.w(0x01, 0x00)
+        for c in send:
+            self.w(0x09, c)
+        self.w(0x01, cmd)
+        if cmd == 0x0C:
+            self.sflags(0x0D, 0x80)
+        for _ in range(2000):
+            n = self.r(0x04)
+            if n & 0x01 or n & wait_irq:
+                break
+        self.cflags(0x0D, 0x80)
+        if self.r(0x06) & 0x1B:
+            return "ERR", [], 0
+        if n & irq_en & 0x01 and not n & wait_irq:
+            return "NOTAG", [], 0
+        data = []
+        bits = 0
+        if cmd == 0x0C:
+            n = self.r(0x0A)
+            lbits = self.r(0x0C) & 0x07
+            bits = (n - 1) * 8 + lbits if lbits else n * 8
+            data = [self.r(0x09) for _ in range(n)]
+        return "OK", data, bits
+
+    def crc(self, data):
+        self.cflags(0x05, 0x04)
+        self.sflags(0x0A, 0x80)
+        for c in data:
+            self.w(0x09, c)
+        self.w(0x01, 0x03)
+        for _ in range(255):
+            if self.r(0x05) & 0x04:
+                break
+        return [self.r(0x22), self.r(0x21)]
+
+
+def test_public_style_driver_reads_uid_authenticates_reads_and_writes():
+    spi, cs, chip, field = _board()
+    card = field.add(MifareClassic1K(b"\x0d\x0e\x0a\x0d"))
+    d = _PublicStyleDriver(spi, cs)
+    d.init()
+    d.w(0x0D, 0x07)
+    st, data, bits = d.tocard(0x0C, [0x26])                 # REQA
+    assert st == "OK" and bits == 0x10
+    d.w(0x0D, 0x00)
+    st, ser, bits = d.tocard(0x0C, [0x93, 0x20])            # ANTICOLLISION CL1
+    assert st == "OK" and ser == [0x0D, 0x0E, 0x0A, 0x0D, 0x0D ^ 0x0E ^ 0x0A ^ 0x0D]
+    buf = [0x93, 0x70] + ser
+    st, data, bits = d.tocard(0x0C, buf + d.crc(buf))       # SELECT
+    assert st == "OK" and bits == 0x18 and data[0] == 0x08
+    st, data, bits = d.tocard(0x0E, [0x60, 8] + [0xFF] * 6 + ser[:4])
+    assert st == "OK" and d.r(0x08) & 0x08
+    buf = [0xA0, 8]
+    st, data, bits = d.tocard(0x0C, buf + d.crc(buf))       # WRITE: 4-bit ACK
+    assert st == "OK" and bits == 4 and data[0] & 0x0F == 0x0A
+    payload = list(range(16))
+    st, data, bits = d.tocard(0x0C, payload + d.crc(payload))
+    assert st == "OK" and bits == 4 and data[0] & 0x0F == 0x0A
+    buf = [0x30, 8]
+    st, data, bits = d.tocard(0x0C, buf + d.crc(buf))       # READ: 16 bytes + CRC_A
+    assert st == "OK" and data[:16] == payload and len(data) == 18
+    d.cflags(0x08, 0x08)                                    # StopCrypto1
+    assert bytes(card.blocks[8]) == bytes(payload)
+
+
+def test_public_style_driver_no_card_is_notag():
+    spi, cs, chip, field = _board()
+    d = _PublicStyleDriver(spi, cs)
+    d.init()
+    d.w(0x0D, 0x07)
+    t0 = chip.time.ns
+    assert d.tocard(0x0C, [0x26])[0] == "NOTAG"
+    assert chip.time.ns - t0 > 15_000_000     # its 31 x 0.5 ms timer: the tens of ms we avoid
+
+
+def test_transmit_command_ends_by_itself_with_txirq():
+    spi, cs, chip, field = _board()
+    _antenna(spi, cs)
+    _wr(spi, cs, sim.ComIrqReg, 0x7F)
+    _wr(spi, cs, sim.FIFODataReg, 0x50, 0x00, 0x57, 0xCD)   # HLTA with its CRC_A
+    _wr(spi, cs, sim.CommandReg, sim.Transmit)
+    for _ in range(1000):
+        irq = _rd(spi, cs, sim.ComIrqReg)
+        if irq & 0x10:
+            break
+    assert irq & 0x50 == 0x50                                # TxIRq and IdleIRq
+    assert _rd(spi, cs, sim.CommandReg) & 0x0F == sim.Idle
