@@ -70,6 +70,7 @@ _LOCK = (select(_a.c.id, _a.c.balance, _a.c.floor)
          .with_for_update())
 _BALANCE = select(_a.c.balance).where(_a.c.code == bindparam("code"))
 _INS_TXN = insert(_t)
+_INS_TXN_MANY = insert(_t).returning(_t.c.id, sort_by_parameter_order=True)
 _INS_ENTRY = insert(schema.entries)
 _UPD_BAL = update(_a).where(_a.c.id == bindparam("aid")).values(
     balance=_a.c.balance + bindparam("delta"))
@@ -92,15 +93,18 @@ def balance(conn, code):
 
 class Pending:
     """Group commit inside one database transaction: accounts are locked once per batch
-    and their running balances kept here; entries and balance updates are written in bulk
-    by flush() before the commit. Transactions themselves are inserted at once (their ids
-    go into the verdicts), so caps counted in the same batch see them. The invariants hold
-    at commit, which is the only point another reader can see."""
+    and their running balances kept here. With defer=True the transactions, entries and
+    balance updates are all written in bulk by flush() (transaction ids come back from
+    one INSERT ... RETURNING); post() then returns a Deferred in place of the id, whose
+    .id is set by flush(). The invariants hold at commit, the only point another reader
+    can see, and checks made in the batch (floors) use the running balances here."""
 
-    def __init__(self):
+    def __init__(self, defer=False):
+        self.defer = defer
         self.held = {}      # account id -> [balance, floor], running
         self.deltas = {}    # account id -> sum of this batch's entries
-        self.entries = []
+        self.entries = []   # (Deferred or id, account id, amount)
+        self.txns = []      # (Deferred, values) not yet inserted
 
     def lock(self, conn, ids):
         missing = [i for i in ids if i not in self.held]
@@ -110,11 +114,25 @@ class Pending:
         return self.held
 
     def flush(self, conn):
+        if self.txns:
+            rows = conn.execute(_INS_TXN_MANY, [v for _, v in self.txns]).all()
+            for (ref, _), row in zip(self.txns, rows, strict=True):
+                ref.id = row[0]
         if self.entries:
-            conn.execute(_INS_ENTRY, self.entries)
+            conn.execute(_INS_ENTRY, [
+                {"txn_id": t.id if isinstance(t, Deferred) else t, "account_id": aid,
+                 "amount": amount} for t, aid, amount in self.entries])
             conn.execute(_UPD_BAL, [{"aid": aid, "delta": d} for aid, d in
                                     sorted(self.deltas.items()) if d])
-        self.entries, self.deltas = [], {}
+        self.entries, self.deltas, self.txns = [], {}, []
+
+
+class Deferred:
+    """A transaction id known after Pending.flush()."""
+    __slots__ = ("id",)
+
+    def __init__(self):
+        self.id = None
 
 
 def post(conn, legs, kind, ts, reason="ok", memo="", tz=None, pending=None, **fields):
@@ -145,9 +163,13 @@ def post(conn, legs, kind, ts, reason="ok", memo="", tz=None, pending=None, **fi
                   booked_at=int(time.time()), amount=sum(a for a in merged.values() if a > 0),
                   reason=reason, memo=memo)
     values.update(fields)
-    txn_id = conn.execute(_INS_TXN, values).inserted_primary_key[0]
+    if pending.defer:
+        txn_id = Deferred()
+        pending.txns.append((txn_id, values))
+    else:
+        txn_id = conn.execute(_INS_TXN, values).inserted_primary_key[0]
     for aid, amount in merged.items():
-        pending.entries.append({"txn_id": txn_id, "account_id": aid, "amount": amount})
+        pending.entries.append((txn_id, aid, amount))
         pending.deltas[aid] = pending.deltas.get(aid, 0) + amount
         held[aid][0] += amount
     if own:

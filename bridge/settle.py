@@ -13,7 +13,7 @@
 import json
 import time
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, tuple_
 
 from bridge import ledger, localtime, pricing, schema
 from bridge.db import BridgeError
@@ -22,7 +22,7 @@ from protocol import messages, reasons, signing, topics, utctime
 
 class Outcome:
     """What to do after the commit: publish result (and settlement) and log."""
-    __slots__ = ("kiosk", "seq", "result", "settlement", "merchant", "log")
+    __slots__ = ("kiosk", "seq", "result", "settlement", "merchant", "log", "finish")
 
     def __init__(self, kiosk=None, seq=None, result=None, settlement=None, merchant=None,
                  log=None):
@@ -32,6 +32,7 @@ class Outcome:
         self.settlement = settlement  # bytes for topics.settlements(merchant), or None
         self.merchant = merchant
         self.log = log or {}
+        self.finish = None  # set while the outcome waits for its transaction id
 
 
 def _refuse(conn, now, topic, code, kiosk=None, seq=None, field=None):
@@ -50,12 +51,21 @@ _PRIOR = select(_s.c.mac, _s.c.result, _s.c.settlement, _s.c.reason, _s.c.txn_id
     _s.c.kiosk_id == bindparam("kid"), _s.c.seq == bindparam("seq"))
 _CARD = (select(_c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
          .join(_r, _r.c.id == _c.c.resident_id).where(_c.c.uid == bindparam("uid")))
-# Uses of a service this month and today: booked swipes and flagged ones, not reversed.
-_COUNTS = select(func.count(), func.coalesce(func.sum(case(
-    (_t.c.local_day == bindparam("day"), 1), else_=0)), 0)).where(
-    _t.c.resident_id == bindparam("rid"), _t.c.service == bindparam("service"),
-    _t.c.local_month == bindparam("month"), _t.c.kind.in_(("swipe", "flagged")),
-    _t.c.reversed_by.is_(None))
+_PRIOR_MANY = select(_s.c.kiosk_id, _s.c.seq, _s.c.mac, _s.c.result, _s.c.settlement,
+                     _s.c.reason, _s.c.txn_id).where(
+    tuple_(_s.c.kiosk_id, _s.c.seq).in_(bindparam("keys", expanding=True)))
+_CARDS_MANY = (select(_c.c.uid, _c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
+               .join(_r, _r.c.id == _c.c.resident_id)
+               .where(_c.c.uid.in_(bindparam("uids", expanding=True))))
+# Uses of a service per local day of a month: booked swipes and flagged ones, not reversed.
+_LIVE = (_t.c.kind.in_(("swipe", "flagged")), _t.c.reversed_by.is_(None),
+         _t.c.local_month == bindparam("month"))
+_COUNTS_ONE = select(_t.c.local_day, func.count()).where(
+    _t.c.resident_id == bindparam("rid"), _t.c.service == bindparam("service"), *_LIVE
+).group_by(_t.c.local_day)
+_COUNTS_MANY = select(_t.c.resident_id, _t.c.service, _t.c.local_day, func.count()).where(
+    _t.c.resident_id.in_(bindparam("rids", expanding=True)), *_LIVE
+).group_by(_t.c.resident_id, _t.c.service, _t.c.local_day)
 _INS_SWIPE = insert(_s)
 
 
@@ -66,11 +76,72 @@ class Batch:
     def __init__(self, rules):
         self.rules = rules
         self.kiosks = {}
-        self.pending = ledger.Pending()
-        self.swipes = {}  # (kiosk, seq) -> row for _INS_SWIPE
+        self.pending = ledger.Pending(defer=True)
+        self.swipes = {}  # (kiosk, seq) -> row for _INS_SWIPE (or the Outcome, unfinished)
+        self.unfinished = []
+        self.prior = None  # (kiosk, seq) -> prior row, for the prefetched keys
+        self.cards = {}    # uid -> card row or None, prefetched
+        self.counts = {}   # (resident, service, month) -> {local day: uses}
+
+    def prefetch(self, conn, payloads, now):
+        """Read what the batch will need in three queries instead of three per swipe:
+        stored verdicts, cards, and this month's uses. Best effort: anything not found
+        here is looked up one by one."""
+        keys, uids = set(), set()
+        for payload in payloads:
+            try:
+                m = json.loads(payload)
+                keys.add((str(m["kiosk"]), int(m["seq"])))
+                uids.add(str(m["uid"]))
+            except Exception:
+                continue
+        if not keys:
+            return
+        self.prior = {}
+        for row in conn.execute(_PRIOR_MANY, {"keys": sorted(keys)}):
+            self.prior[(row[0], row[1])] = row[2:]
+        for k in keys:
+            self.prior.setdefault(k, None)
+        self.cards = {u: None for u in uids}
+        for row in conn.execute(_CARDS_MANY, {"uids": sorted(uids)}):
+            self.cards[row[0]] = row[1:]
+        residents = sorted({c[1] for c in self.cards.values() if c is not None})
+        codes = [ledger.wallet(r) for r in residents] + \
+            [ledger.fund(f) for f in (self.rules.funds if self.rules else ())]
+        self.pending.lock(conn, [ledger.account_id(conn, c) for c in codes])
+        if residents:
+            month = localtime.day_month(now, self.rules.tz if self.rules else None)[1]
+            services = self.rules.services if self.rules else {}
+            for rid in residents:
+                for service in services:
+                    self.counts[(rid, service, month)] = {}
+            for rid, service, day, n in conn.execute(_COUNTS_MANY, {"rids": residents,
+                                                                   "month": month}):
+                self.counts.setdefault((rid, service, month), {})[day] = n
+
+    def uses(self, conn, resident_id, service, day, month):
+        """(uses this month, uses today), counting what this batch booked."""
+        key = (resident_id, service, month)
+        days = self.counts.get(key)
+        if days is None:
+            days = self.counts[key] = {}
+            for d, n in conn.execute(_COUNTS_ONE, {"rid": resident_id, "service": service,
+                                                   "month": month}):
+                days[d] = n
+        return sum(days.values()), days.get(day, 0)
+
+    def used(self, conn, resident_id, service, day, month):
+        self.uses(conn, resident_id, service, day, month)  # loaded before counting on
+        days = self.counts[(resident_id, service, month)]
+        days[day] = days.get(day, 0) + 1
 
     def flush(self, conn):
+        """Write the batch: transactions (ids back), then the verdicts that carry those
+        ids, then entries, balances and the idempotency rows."""
         self.pending.flush(conn)
+        for out in self.unfinished:
+            out.finish()
+        self.unfinished = []
         if self.swipes:
             conn.execute(_INS_SWIPE, list(self.swipes.values()))
         self.swipes = {}
@@ -115,8 +186,22 @@ def _settle(conn, topic, payload, now, batch):
     if seq < seq_base:  # signed with the current key, but below its generation's base
         return _declined(kiosk_id, seq, reasons.STALE, key, msg["offline"], store=None)
     row = batch.swipes.get((kiosk_id, seq))
+    if isinstance(row, Outcome):  # decided earlier in this batch, id not known yet
+        if not signing.equal(row.log["mac"], msg["mac"]):
+            return _declined(kiosk_id, seq, reasons.REPLAY, key, msg["offline"], store=None)
+        dup = Outcome(kiosk_id, seq, None, None, merchant_id, {})
+
+        def copy(dup=dup, orig=row):
+            dup.result, dup.settlement = orig.result, orig.settlement
+            dup.log = {"event": "duplicate", "kiosk": kiosk_id, "seq": seq,
+                       "reason": orig.log["reason"], "txn": orig.log["txn"]}
+        dup.finish = copy
+        batch.unfinished.append(dup)
+        return dup
     if row is not None:
         prior = (row["mac"], row["result"], row["settlement"], row["reason"], row["txn_id"])
+    elif batch.prior is not None and (kiosk_id, seq) in batch.prior:
+        prior = batch.prior[(kiosk_id, seq)]
     else:
         prior = conn.execute(_PRIOR, {"kid": kiosk_id, "seq": seq}).first()
     offline = msg["offline"]
@@ -137,7 +222,10 @@ def _settle(conn, topic, payload, now, batch):
     price = 0
     split = None
     wallet_code = None
-    card = conn.execute(_CARD, {"uid": msg["uid"]}).first()
+    if msg["uid"] in batch.cards:
+        card = batch.cards[msg["uid"]]
+    else:
+        card = conn.execute(_CARD, {"uid": msg["uid"]}).first()
     if rules is not None and service in rules.services:
         price = rules.price(merchant_id, service) or 0
     if not enabled:
@@ -157,8 +245,7 @@ def _settle(conn, topic, payload, now, batch):
                 reason = reasons.NOT_ELIGIBLE
             else:
                 per_day, per_month = rules.caps(service)
-                n_month, n_day = conn.execute(_COUNTS, {
-                    "rid": resident_id, "service": service, "day": day, "month": month}).first()
+                n_month, n_day = batch.uses(conn, resident_id, service, day, month)
                 wallet_code = ledger.wallet(resident_id)
                 if per_day is not None and n_day >= per_day:
                     reason = reasons.DAILY_CAP
@@ -189,6 +276,7 @@ def _settle(conn, topic, payload, now, batch):
         txn_id, after = ledger.post(conn, legs, "swipe", when, reason, tz=tz,
                                     pending=batch.pending, **common)
         balance = after.get(wallet_code, bal)
+        batch.used(conn, resident_id, service, day, month)
     elif offline and reason != reasons.KIOSK_DISABLED:
         # Served while the kiosk was offline: the service happened, so it is booked, at
         # full price against suspense, and flagged for an operator (never dropped).
@@ -197,36 +285,48 @@ def _settle(conn, topic, payload, now, batch):
         if price:
             txn_id, _ = ledger.post(conn, legs, "flagged", when, reason, tz=tz, flagged=True,
                                     pending=batch.pending,
-                                 memo="offline swipe the bridge would have declined",
-                                 **common)
+                                    memo="offline swipe the bridge would have declined",
+                                    **common)
+            if resident_id is not None:
+                batch.used(conn, resident_id, service, day, month)
     if balance is None and resident_id is not None:
         wid = ledger.account_id(conn, ledger.wallet(resident_id))
         balance = batch.pending.lock(conn, [wid])[wid][0]
-    txn = ledger.txn_name(txn_id)
     verdict = "approved" if reason == reasons.OK else "declined"
-    text = _text(reason, resident_pays, balance, offline, flagged)
-    result = messages.encode("result", messages.result(
-        kiosk_id, seq, verdict, reason, resident_pays, subsidy_pays, balance, text, key,
-        offline=offline, flagged=flagged, txn=txn))
-    settlement = None
-    if txn_id is not None:
-        settlement = json.dumps({
-            "v": messages.VERSION, "txn": txn, "kind": "flagged" if flagged else "swipe",
-            "kiosk": kiosk_id, "seq": seq, "merchant": merchant_id, "service": service,
-            "uid": msg["uid"], "resident": resident_id, "ts": utctime.iso(when),
-            "local_day": day, "booked_at": utctime.iso(now), "offline": offline,
-            "flagged": flagged, "reason": reason, "price": price,
-            "resident_pays": resident_pays,
-            "funds": [{"fund": n, "fen": f} for n, f in funds]}).encode()
-    batch.swipes[(kiosk_id, seq)] = {
-        "kiosk_id": kiosk_id, "seq": seq, "mac": msg["mac"], "verdict": verdict,
-        "reason": reason, "txn_id": txn_id, "result": result, "settlement": settlement,
-        "decided_at": int(now)}
-    return Outcome(kiosk_id, seq, result, settlement, merchant_id, {
+    out = Outcome(kiosk_id, seq, None, None, merchant_id, {
         "event": "verdict", "kiosk": kiosk_id, "seq": seq, "verdict": verdict,
-        "reason": reason, "txn": txn, "merchant": merchant_id, "service": service,
+        "reason": reason, "txn": None, "merchant": merchant_id, "service": service,
         "resident_pays": resident_pays, "subsidy_pays": subsidy_pays, "offline": offline,
-        "flagged": flagged})
+        "flagged": flagged, "mac": msg["mac"]})
+
+    def finish():
+        # Runs once the transaction id is known (after the batch's bulk insert).
+        tid = txn_id.id if isinstance(txn_id, ledger.Deferred) else txn_id
+        txn = ledger.txn_name(tid)
+        text = _text(reason, resident_pays, balance, offline, flagged)
+        out.result = messages.encode("result", messages.result(
+            kiosk_id, seq, verdict, reason, resident_pays, subsidy_pays, balance, text, key,
+            offline=offline, flagged=flagged, txn=txn))
+        if tid is not None:
+            out.settlement = json.dumps({
+                "v": messages.VERSION, "txn": txn, "kind": "flagged" if flagged else "swipe",
+                "kiosk": kiosk_id, "seq": seq, "merchant": merchant_id, "service": service,
+                "uid": msg["uid"], "resident": resident_id, "ts": utctime.iso(when),
+                "local_day": day, "booked_at": utctime.iso(now), "offline": offline,
+                "flagged": flagged, "reason": reason, "price": price,
+                "resident_pays": resident_pays,
+                "funds": [{"fund": n, "fen": f} for n, f in funds]}).encode()
+        out.log["txn"] = txn
+        del out.log["mac"]  # a MAC is never logged
+        batch.swipes[(kiosk_id, seq)] = {
+            "kiosk_id": kiosk_id, "seq": seq, "mac": msg["mac"], "verdict": verdict,
+            "reason": reason, "txn_id": tid, "result": out.result,
+            "settlement": out.settlement, "decided_at": int(now)}
+
+    out.finish = finish
+    batch.swipes[(kiosk_id, seq)] = out
+    batch.unfinished.append(out)
+    return out
 
 
 def _declined(kiosk_id, seq, reason, key, offline, store):
@@ -268,6 +368,8 @@ def settle_batch(engine, items, now=None):
         try:
             with engine.begin() as conn:
                 batch = Batch(pricing.current(conn))
+                if not careful:
+                    batch.prefetch(conn, [p for _, p in items], now or time.time())
                 for topic, payload in items:
                     if not careful:
                         outcomes.append(settle(conn, topic, payload, now, batch=batch))
