@@ -190,6 +190,7 @@ class MFRC522:
         self._r2 = bytearray(2)
         self._tw = bytearray(65)          # address byte + up to 64 FIFO bytes
         self._tr = bytearray(65)
+        self._views = [None] * 66         # memoryview slices per length, made once each
         self._st_tx = bytearray((0x80 | (ErrorReg << 1), 0x80 | (FIFOLevelReg << 1),
                                  0x80 | (ControlReg << 1), 0))
         self._st_rx = bytearray(4)
@@ -231,13 +232,20 @@ class MFRC522:
     def clear_bits(self, reg, mask):
         self.write_reg(reg, self.read_reg(reg) & (~mask & 0xFF))
 
+    def _view(self, n):
+        # (tx, rx) views of length n over the preallocated buffers: no allocation once made.
+        v = self._views[n]
+        if v is None:
+            v = self._views[n] = (memoryview(self._tw)[:n], memoryview(self._tr)[:n])
+        return v
+
     def write_fifo(self, data, n):
         w = self._tw
         w[0] = (FIFODataReg << 1) & 0x7E
         for i in range(n):
             w[i + 1] = data[i]
         self.cs.value(0)
-        self.spi.write(memoryview(w)[:n + 1])
+        self.spi.write(self._view(n + 1)[0])
         self.cs.value(1)
 
     def read_fifo(self, n):
@@ -247,8 +255,9 @@ class MFRC522:
         for i in range(n):
             w[i] = a
         w[n] = 0
+        v = self._view(n + 1)
         self.cs.value(0)
-        self.spi.write_readinto(memoryview(w)[:n + 1], memoryview(self._tr)[:n + 1])
+        self.spi.write_readinto(v[0], v[1])
         self.cs.value(1)
 
     # --- set-up ---

@@ -384,3 +384,31 @@ def test_poll_path_reuses_buffers():
         r.poll()
     assert (r.rx, r.tx, r.uid, r._tw, r._tr) == bufs
     assert all(a is b for a, b in zip((r.rx, r.tx, r.uid, r._tw, r._tr), bufs))
+
+
+class _QuietSPI:
+    """A reader with nothing in the field, without the emulator's own allocations: every
+    register reads 0x01 (ComIrqReg.TimerIRq: the chip timer ran out)."""
+
+    def write(self, buf):
+        pass
+
+    def write_readinto(self, w, r):
+        for i in range(len(r)):
+            r[i] = 0x01
+
+
+def test_no_card_poll_allocates_nothing():
+    import gc
+    spi, cs, rst, chip, field = sim.wire()
+    r = rc522.Reader(_QuietSPI(), cs, rst)
+    r.ready = True
+    r.poll()
+    if not hasattr(gc, "mem_alloc"):
+        return                            # CPython: measured under MicroPython only
+    gc.collect()
+    before = gc.mem_alloc()
+    for _ in range(10):
+        assert r.poll() is None
+    used = gc.mem_alloc() - before
+    assert used == 0, used           # steady state: no heap use at all
