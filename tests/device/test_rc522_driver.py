@@ -412,3 +412,15 @@ def test_no_card_poll_allocates_nothing():
         assert r.poll() is None
     used = gc.mem_alloc() - before
     assert used == 0, used           # steady state: no heap use at all
+
+
+def test_read_refused_by_access_bits_is_access_denied():
+    r, chip, field = _ready()
+    c = field.add(MifareClassic1K(UID4))
+    kb = b"\xb0\xb1\xb2\xb3\xb4\xb5"
+    c.set_trailer(2, KEY, kb, access_bits(0b011, 0b011, 0b011, 0b011) + b"\x69")   # read: key B
+    card = r.poll()
+    assert r.read_block(card.uid, 8, KEY, rc522.KEY_A) == (rc522.ACCESS_DENIED, None)
+    st, data = r.read_block(card.uid, 8, kb, rc522.KEY_B)
+    assert st == rc522.OK
+    assert r.poll() is None                                    # still the same presentation
