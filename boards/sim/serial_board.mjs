@@ -310,6 +310,7 @@ class Board {
       this.write("raw REPL; CTRL-B to exit\r\n>");
     }
     this.muted = false;
+    this.flush(); // at power-on nobody listens yet: like a UART, that output is gone
     this.syncNow();
   }
 
