@@ -13,15 +13,30 @@ from firmware.mqtt import MQTTClient
 
 
 class _Pipe:
+    """One direction: bytes in a bytearray read from an offset (no copy of the rest per read:
+    the MQTT reader takes one byte at a time)."""
+
     def __init__(self):
-        self.buf = b""
+        self.buf = bytearray()
+        self.off = 0
         self.ev = asyncio.Event()
         self.closed = False
 
     def feed(self, data):
         if not self.closed:
-            self.buf += bytes(data)
+            if self.off and self.off == len(self.buf):
+                self.buf = bytearray()
+                self.off = 0
+            self.buf.extend(data)
             self.ev.set()
+
+    def avail(self):
+        return len(self.buf) - self.off
+
+    def take(self, n):
+        data = bytes(self.buf[self.off:self.off + n])
+        self.off += n
+        return data
 
     def close(self):
         self.closed = True
@@ -36,22 +51,19 @@ class MemStream:
         self.tx = tx
 
     async def readexactly(self, n):
-        while len(self.rx.buf) < n:
+        while self.rx.avail() < n:
             if self.rx.closed:
                 raise EOFError("closed")
             self.rx.ev.clear()
             await self.rx.ev.wait()
-        data = self.rx.buf[:n]
-        self.rx.buf = self.rx.buf[n:]
-        return data
+        return self.rx.take(n)
 
     async def read(self, n=-1):
-        while not self.rx.buf and not self.rx.closed:
+        while not self.rx.avail() and not self.rx.closed:
             self.rx.ev.clear()
             await self.rx.ev.wait()
-        data = self.rx.buf if n < 0 else self.rx.buf[:n]
-        self.rx.buf = self.rx.buf[len(data):]
-        return data
+        a = self.rx.avail()
+        return self.rx.take(a if n < 0 else min(n, a))
 
     def write(self, data):
         if self.tx.closed:
