@@ -253,3 +253,38 @@ def test_raw_paste_flow_control(board):
         assert acks >= 1
     finally:
         s.close()
+
+
+@pytest.mark.timeout(60)
+def test_firmware_main_with_asyncio_loop_is_interruptible(boards, tmp_path):
+    """/main.py running asyncio.run(...) forever: mpremote's Ctrl-C stops it and its tasks."""
+    fs_dir = tmp_path / "fs"
+    fs_dir.mkdir()
+    (fs_dir / "main.py").write_text(
+        "import asyncio\n"
+        "async def bg():\n"
+        "    while True:\n"
+        "        print('bg')\n"
+        "        await asyncio.sleep_ms(20)\n"
+        "async def main():\n"
+        "    asyncio.create_task(bg())\n"
+        "    while True:\n"
+        "        print('tick')\n"
+        "        await asyncio.sleep_ms(30)\n"
+        "asyncio.run(main())\n"
+    )
+    b = boards(fs_dir)
+    time.sleep(0.3)
+    assert b.mpremote("exec", "print('hello')").stdout == "hello\n"
+    assert b.mpremote("exec", "print(6*7)").stdout == "42\n"
+    # friendly soft reset runs main.py again; Ctrl-C stops it and the line goes quiet
+    out = _talk(b.port, [(b"\r\x02", b">>> "), (b"\x04", b"tick\r\n"), (b"\x03", b">>> ")])
+    assert b"MPY: soft reboot\r\n" in out[1]
+    assert b"KeyboardInterrupt" in out[2]
+    s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+    try:
+        s.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            s.recv(100)
+    finally:
+        s.close()

@@ -145,12 +145,25 @@ const SETUP_PY = `
 import sys
 if '/lib' not in sys.path:
     sys.path.append('/lib')
-# No blocking asyncio.run on this port: the firmware's asyncio.run(main()) becomes a task
-# on the JS event loop, and the REPL stays usable while it runs.
+# No blocking asyncio.run on this port: asyncio.run(coro) starts a task on the JS event
+# loop and returns; the adapter then waits for those tasks after /main.py as a board's
+# asyncio.run would (Ctrl-C interrupts), and stops the loop when they end.
 import asyncio
+import asyncio.core as core
+tasks = []
 def run(coro):
-    return asyncio.create_task(coro)
+    t = asyncio.create_task(coro)
+    tasks.append(t)
+    return t
+async def wait():
+    while tasks:
+        await tasks.pop(0)
+def stop():
+    del tasks[:]
+    core._task_queue = core.TaskQueue()
 asyncio.run = run
+asyncio._vb_wait = wait
+asyncio._vb_stop = stop
 `;
 const ERRNO_FIX = `
 import os, builtins
@@ -217,6 +230,7 @@ class Board {
     this.busy = false;         // executing Python (Ctrl-C interrupts)
     this.snapshot = readHostTree(opts.fs);
     this.syncTimer = null;
+    this.mpLoaded = new Promise((resolve) => { this.onLoaded = resolve; });
   }
 
   // ---- output, as a board's UART: lone \n becomes \r\n
@@ -255,11 +269,13 @@ class Board {
 
   // ---- interpreter lifecycle
   async newInterpreter() {
-    this.mp = await this.loadMicroPython({
-      stdout: (b) => this.onStdout(b),
-      stderr: (b) => this.onStdout(b),
-      linebuffer: false,
-    });
+    if (this.mp) { // the old interpreter: stop its loop and silence it
+      const old = this.mp;
+      try { old.runPython("__import__('asyncio')._vb_stop()"); } catch (e) { /* busy or broken */ }
+    }
+    const box = {};
+    const out = (b) => { if (box.mp === this.mp) this.onStdout(b); };
+    this.mp = box.mp = await this.loadMicroPython({ stdout: out, stderr: out, linebuffer: false });
     writeBoardTree(this.mp.FS, this.snapshot);
     this.mp.registerJsModule("virtual_board", {
       name: "aixin-virtual-board",
@@ -278,8 +294,19 @@ class Board {
     let src;
     try { src = Buffer.from(FS.readFile("/" + name)).toString("utf8"); } catch (e) { return; }
     this.busy = true;
+    const mp = this.mp;
+    const interrupted = new Promise((resolve) => { this.interruptMain = resolve; });
+    const work = (async () => {
+      await mp.runPythonAsync(src);
+      await mp.runPythonAsync("await __import__('asyncio')._vb_wait()");
+      return "done";
+    })();
+    work.catch(() => {}); // handled below, or abandoned after Ctrl-C
     try {
-      await this.mp.runPythonAsync(src);
+      if (await Promise.race([work, interrupted]) === "interrupted") {
+        this.write("Traceback (most recent call last):\r\n" +
+                   `  File "${name}", in <module>\r\nKeyboardInterrupt: \r\n`);
+      }
     } catch (e) {
       if (e && e.name === "PythonError") {
         const msg = String(e.message).replace(/\r?\n/g, "\r\n");
@@ -289,6 +316,8 @@ class Board {
       }
     } finally {
       this.busy = false;
+      this.interruptMain = null;
+      try { this.mp.runPython("__import__('asyncio')._vb_stop()"); } catch (e) { /* ignore */ }
     }
   }
 
@@ -297,6 +326,7 @@ class Board {
     if (this.mp) this.syncNow();
     if (soft) this.write("MPY: soft reboot\r\n");
     await this.newInterpreter();
+    if (this.onLoaded) this.onLoaded();
     if (runScripts) {
       await this.runFile("boot.py");
       if (!this.raw) await this.runFile("main.py");
@@ -340,9 +370,9 @@ class Board {
 
   receive(data) {
     for (const c of data) {
-      if (c === CTRL_C && this.busy && !this.paste) {
-        // Like a UART IRQ: a running program gets KeyboardInterrupt, the byte is consumed.
-        this.mp._module._mp_sched_keyboard_interrupt();
+      if (c === CTRL_C && this.interruptMain) {
+        // Like a UART IRQ: /main.py (and its asyncio loop) stops, the byte is consumed.
+        this.interruptMain("interrupted");
         continue;
       }
       this.inbox.push(c);
@@ -354,6 +384,7 @@ class Board {
     if (this.pumping) return;
     this.pumping = true;
     try {
+      await this.ready; // power-on boot (its main.py may run until Ctrl-C)
       while (this.inbox.length) {
         const c = this.inbox.shift();
         await this.processByte(c);
@@ -447,7 +478,8 @@ async function main() {
   fs.mkdirSync(opts.fs, { recursive: true });
   const { loadMicroPython } = await import(pathToFileURL(MP_MODULE).href);
   const board = new Board(opts, loadMicroPython);
-  await board.boot({ soft: false, runScripts: opts.boot });
+  board.ready = board.boot({ soft: false, runScripts: opts.boot });
+  await board.mpLoaded;
 
   const server = net.createServer((sock) => board.attach(sock));
   server.on("error", (e) => {
@@ -457,6 +489,9 @@ async function main() {
   server.listen(opts.port, opts.host, () => {
     const a = server.address();
     process.stdout.write(`listening ${a.address}:${a.port}\n`);
+  });
+  process.on("uncaughtException", (e) => { // e.g. an error escaping a Python task's timer
+    process.stderr.write(`serial_board: uncaught: ${e && e.message || e}\n`);
   });
   const stop = () => { board.shutdown(); process.exit(0); };
   process.on("SIGTERM", stop);
