@@ -72,7 +72,7 @@ class Board:
         i2c = profile.get("i2c")
         if i2c and i2c.get("ssd1306"):
             try:
-                import ssd1306
+                import ssd1306  # type: ignore[import-not-found]  # micropython-lib
                 bus = machine.I2C(i2c.get("id", 0), scl=machine.Pin(i2c["scl"]),
                                   sda=machine.Pin(i2c["sda"]), freq=400000)
                 self._oled = ssd1306.SSD1306_I2C(128, 64, bus, addr=i2c["ssd1306"])

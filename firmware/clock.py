@@ -14,7 +14,7 @@ if hasattr(time, "ticks_ms"):
     ticks_add = time.ticks_add
 else:
     def ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # CPython
 
     def ticks_diff(a, b):
         return a - b

@@ -42,12 +42,12 @@ def tls_context(ca_path=None):
         except TypeError:  # MicroPython builds that only take the certificate bytes
             with open(ca_path, "rb") as f:
                 ctx.load_verify_locations(cadata=f.read())
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # MicroPython has it
     else:
         # No CA given: encrypted but unauthenticated. docs/firmware.md says to always set "ca".
         if hasattr(ctx, "check_hostname"):
             ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
     return ctx
 
 

@@ -189,7 +189,7 @@ def test_command_line_runs_a_script(broker, tmp_path):
         pb.stop()
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert any(l.startswith("APPROVED") and "04112233445566" in l for l in lines), out.stdout
-    assert any(l.startswith("APPROVED") and "ED0BA996" in l for l in lines), out.stdout
-    assert any("not a card UID" in l for l in lines)
+    assert any(line.startswith("APPROVED") and "04112233445566" in line for line in lines), out.stdout
+    assert any(line.startswith("APPROVED") and "ED0BA996" in line for line in lines), out.stdout
+    assert any("not a card UID" in line for line in lines)
     assert lines[-1] == "journal depth 0"

@@ -17,9 +17,7 @@
 #   event = tk.tap("ED0BA996"); tk.stop()
 import argparse
 import asyncio
-import binascii
 import json
-import os
 import sys
 import tempfile
 import threading

@@ -177,7 +177,7 @@ def test_byte_cap_compacts_live_records_then_refuses():
 def test_seq_never_repeats_across_reboots_compaction_and_seq_base():
     j = _fresh("j8", compact_bytes=64)
     used = []
-    for boot in range(5):
+    for _boot in range(5):
         for _ in range(4):
             s = j.next_seq()
             j.append(s, _swipe(s))
@@ -211,7 +211,7 @@ def test_compaction_cut_before_rename_keeps_the_old_file():
     assert k.pending() == [1, 2]
     try:
         os.stat(j.path + ".new")
-        assert False, "leftover .new not removed"
+        raise AssertionError("leftover .new not removed")
     except OSError:
         pass
     k.close()
