@@ -478,6 +478,8 @@ async function main() {
   fs.mkdirSync(opts.fs, { recursive: true });
   const { loadMicroPython } = await import(pathToFileURL(MP_MODULE).href);
   const board = new Board(opts, loadMicroPython);
+  // Writes by running firmware (no REPL input) are written back too, at least every second.
+  setInterval(() => { try { board.syncNow(); } catch (e) { /* next time */ } }, 1000).unref();
   board.ready = board.boot({ soft: false, runScripts: opts.boot });
   await board.mpLoaded;
 
