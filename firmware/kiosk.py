@@ -4,7 +4,7 @@
 # Tasks beside each other on asyncio: the tap loop, the MQTT session, the uploader (journal
 # -> swipes topic, oldest first) and the heartbeat. Nothing on the tap path waits on the
 # network except the bounded verdict wait, and MQTT keeps running during it.
-from firmware import clock, feedback as fb, VERSION
+from firmware import clock, feedback as fb, net, VERSION
 from protocol import messages, reasons, signing, topics, uid as uidtext, utctime
 
 try:
@@ -304,6 +304,7 @@ class Kiosk:
             msg["journal"] = self.journal.depth()
             msg["uptime"] = clock.uptime_s()
             msg["mem_free"] = _mem_free()
+            msg["rssi"] = net.rssi()
             msg["ts"] = utctime.iso(clock.now())
         return messages.encode("state", msg)
 
