@@ -217,6 +217,9 @@ def cmd_serve(args):
                         format="%(asctime)s %(levelname)s %(message)s")
     engine = _engine(args)
     password = args.password or os.environ.get("AIXIN_BROKER_PASSWORD")
+    # The settle worker is CPU-bound Python; a short GIL switch interval lets paho's network
+    # thread read and write promptly between its steps (verdict latency, DESIGN.md 4).
+    sys.setswitchinterval(0.001)
     bridge = Bridge(engine, args.broker, args.user, password, client_id=args.client_id,
                     share_group=args.share_group)
     done = threading.Event()

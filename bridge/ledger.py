@@ -70,7 +70,7 @@ _LOCK = (select(_a.c.id, _a.c.balance, _a.c.floor)
          .with_for_update())
 _BALANCE = select(_a.c.balance).where(_a.c.code == bindparam("code"))
 _INS_TXN = insert(_t)
-_INS_TXN_MANY = insert(_t).returning(_t.c.id, sort_by_parameter_order=True)
+_INS_TXN_KEYED = insert(_t).returning(_t.c.id, _t.c.kiosk_id, _t.c.seq)
 _INS_ENTRY = insert(schema.entries)
 _UPD_BAL = update(_a).where(_a.c.id == bindparam("aid")).values(
     balance=_a.c.balance + bindparam("delta"))
@@ -115,9 +115,16 @@ class Pending:
 
     def flush(self, conn):
         if self.txns:
-            rows = conn.execute(_INS_TXN_MANY, [v for _, v in self.txns]).all()
-            for (ref, _), row in zip(self.txns, rows, strict=True):
-                ref.id = row[0]
+            keyed = {(v["kiosk_id"], v["seq"]): ref for ref, v in self.txns}
+            if None not in keyed and len(keyed) == len(self.txns):
+                # One multi-row INSERT; RETURNING order is not guaranteed, so rows are
+                # matched back by (kiosk, seq), unique per booked swipe.
+                for tid, kiosk_id, seq in conn.execute(_INS_TXN_KEYED,
+                                                       [v for _, v in self.txns]):
+                    keyed[(kiosk_id, seq)].id = tid
+            else:
+                for ref, v in self.txns:
+                    ref.id = conn.execute(_INS_TXN, v).inserted_primary_key[0]
         if self.entries:
             conn.execute(_INS_ENTRY, [
                 {"txn_id": t.id if isinstance(t, Deferred) else t, "account_id": aid,

@@ -57,6 +57,7 @@ class Bridge:
         self.stopping = threading.Event()
         self.settled = 0
         self._versions = None
+        self._versions_checked = 0.0
         self._client = c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                        protocol=mqtt.MQTTv5, manual_ack=True)
         if username:
@@ -161,6 +162,9 @@ class Bridge:
         changed (the CLI bumps counters in the database; several bridges may share it)."""
         if not self.connected.is_set():
             return
+        if self._versions is not None and time.monotonic() - self._versions_checked < self.poll_s:
+            return
+        self._versions_checked = time.monotonic()
         try:
             with self.engine.connect() as conn:
                 v = (dbmod.counter(conn, "lists_version"), dbmod.counter(conn, "registry_version"))

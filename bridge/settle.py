@@ -13,7 +13,7 @@
 import json
 import time
 
-from sqlalchemy import bindparam, func, insert, select, tuple_
+from sqlalchemy import bindparam, func, insert, select
 
 from bridge import ledger, localtime, pricing, schema
 from bridge.db import BridgeError
@@ -51,9 +51,12 @@ _PRIOR = select(_s.c.mac, _s.c.result, _s.c.settlement, _s.c.reason, _s.c.txn_id
     _s.c.kiosk_id == bindparam("kid"), _s.c.seq == bindparam("seq"))
 _CARD = (select(_c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
          .join(_r, _r.c.id == _c.c.resident_id).where(_c.c.uid == bindparam("uid")))
+# Two INs rather than a row-value IN: SQLite plans the latter as a full scan; this one is
+# index lookups on the primary key (the few extra cross-product rows are dropped in Python).
 _PRIOR_MANY = select(_s.c.kiosk_id, _s.c.seq, _s.c.mac, _s.c.result, _s.c.settlement,
                      _s.c.reason, _s.c.txn_id).where(
-    tuple_(_s.c.kiosk_id, _s.c.seq).in_(bindparam("keys", expanding=True)))
+    _s.c.kiosk_id.in_(bindparam("kiosks", expanding=True)),
+    _s.c.seq.in_(bindparam("seqs", expanding=True)))
 _CARDS_MANY = (select(_c.c.uid, _c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
                .join(_r, _r.c.id == _c.c.resident_id)
                .where(_c.c.uid.in_(bindparam("uids", expanding=True))))
@@ -98,8 +101,10 @@ class Batch:
         if not keys:
             return
         self.prior = {}
-        for row in conn.execute(_PRIOR_MANY, {"keys": sorted(keys)}):
-            self.prior[(row[0], row[1])] = row[2:]
+        for row in conn.execute(_PRIOR_MANY, {"kiosks": sorted({k for k, _ in keys}),
+                                              "seqs": sorted({q for _, q in keys})}):
+            if (row[0], row[1]) in keys:
+                self.prior[(row[0], row[1])] = row[2:]
         for k in keys:
             self.prior.setdefault(k, None)
         self.cards = {u: None for u in uids}
