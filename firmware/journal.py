@@ -8,8 +8,9 @@
 #   MARK   payload empty: seq is a floor for the counter (written first in a compacted file)
 #
 # Power may be cut at any byte: recovery keeps every complete record (CRC good) and drops
-# the torn tail by compacting. Flash wear: one append per tap and per verdict; the file is
-# rewritten only (a) when every swipe is retired and the file passed compact_bytes, and
+# the torn tail by compacting; a damaged record mid-file is skipped up to the next good one.
+# Flash wear: one append per tap and per verdict; the file is rewritten only (a) when
+# every swipe is retired and the file passed compact_bytes, and
 # (b) at max_bytes, keeping only unsettled swipes. Full (max_pending unsettled swipes, or
 # their bytes alone over max_bytes) means taps are refused with reasons.JOURNAL_FULL.
 # The seq counter: next = max(every seq in the file, the MARK floor, seq_base) + 1; MARK
@@ -52,6 +53,24 @@ def _remove(path):
         pass
 
 
+def _read_record(f, off):
+    """(type, length, seq) of a complete record with a good CRC at off, else None."""
+    f.seek(off)
+    hdr = f.read(HEADER)
+    if len(hdr) < HEADER or hdr[0] != MAGIC:
+        return None
+    typ, n, seq = struct.unpack(">BHI", hdr[1:])
+    if n > MAX_PAYLOAD or typ not in (SWIPE, RETIRE, MARK):
+        return None
+    rest = f.read(n + TRAILER)
+    if len(rest) < n + TRAILER:
+        return None
+    crc = binascii.crc32(rest[:n], binascii.crc32(hdr[1:])) & 0xFFFFFFFF
+    if struct.unpack(">I", rest[n:])[0] != crc:
+        return None
+    return typ, n, seq
+
+
 class Journal:
     def __init__(self, path, max_bytes=65536, max_pending=256, seq_base=0, compact_bytes=4096):
         self.path = path
@@ -81,32 +100,32 @@ class Journal:
         self._pending = {}
         self._last = 0
         kept = 0
-        good = 0
+        lost = 0
         total = 0
         if _exists(self.path):
             total = os.stat(self.path)[6]
             with open(self.path, "rb") as f:
-                while True:
-                    hdr = f.read(HEADER)
-                    if len(hdr) < HEADER or hdr[0] != MAGIC:
-                        break
-                    typ, n, seq = struct.unpack(">BHI", hdr[1:])
-                    if n > MAX_PAYLOAD or typ not in (SWIPE, RETIRE, MARK):
-                        break
-                    rest = f.read(n + TRAILER)
-                    if len(rest) < n + TRAILER:
-                        break
-                    crc = binascii.crc32(hdr[1:])
-                    crc = binascii.crc32(rest[:n], crc) & 0xFFFFFFFF
-                    if struct.unpack(">I", rest[n:])[0] != crc:
-                        break
-                    self._apply(typ, seq, good + HEADER, n)
-                    good += HEADER + n + TRAILER
+                off = 0
+                while off < total:
+                    rec = _read_record(f, off)
+                    if rec is None:
+                        # A torn tail (power cut) or a damaged record (flash fault): look for
+                        # the next complete record, so damage in the middle loses only itself
+                        # and the seqs after it stay known (never reused).
+                        nxt = off + 1
+                        while nxt < total and _read_record(f, nxt) is None:
+                            nxt += 1
+                        lost += nxt - off
+                        off = nxt
+                        continue
+                    typ, n, seq = rec
+                    self._apply(typ, seq, off + HEADER, n)
+                    off += HEADER + n + TRAILER
                     kept += 1
-        self._size = good
-        self.dropped = total - good
-        if self.dropped:
-            self._compact()  # rewrite without the torn tail, so appends land after good data
+        self._size = total
+        self.dropped = lost
+        if lost:
+            self._compact()  # rewrite without the damaged bytes, so appends follow good data
         return kept
 
     def _apply(self, typ, seq, offset, n):

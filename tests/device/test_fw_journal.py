@@ -106,19 +106,22 @@ def test_power_cut_at_every_byte_of_a_retire_write():
         k.close()
 
 
-def test_corrupt_byte_drops_that_record_and_the_rest():
+def test_damaged_record_mid_file_loses_only_itself():
     j = _fresh("j4")
     for s in (1, 2, 3):
         j.append(s, _swipe(s))
     j.close()
     data = bytearray(_bytes(j.path))
     second = HEADER + len(_swipe(1)) + TRAILER
-    data[second + HEADER + 2] ^= 0x40  # flip a bit inside record 2's payload
+    data[second + HEADER + 2] ^= 0x40  # flip a bit inside record 2's payload (flash fault)
     _put(j.path, data)
     k = Journal(j.path)
-    assert k.pending() == [1]
-    # Flash corruption (not a power cut) inside the file loses the records after it; docs/firmware.md
-    # lists this as a limit (seq_base lets an operator move the counter past the bridge).
+    assert k.pending() == [1, 3]
+    assert k.dropped == HEADER + len(_swipe(2)) + TRAILER
+    assert k.next_seq() == 4  # 3 survived, so no seq is reused
+    k.close()
+    k = Journal(j.path)  # compacted: clean now
+    assert k.pending() == [1, 3] and k.dropped == 0
     k.close()
 
 
