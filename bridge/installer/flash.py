@@ -228,7 +228,7 @@ def device_files(board):
     out = []
     for pkg in ("protocol", "firmware"):
         for name in sorted(os.listdir(os.path.join(ROOT, pkg))):
-            if name.endswith(".py"):
+            if name.endswith(".py") and (pkg, name) != ("firmware", "boot.py"):
                 out.append((pkg + "/" + name, "lib/" + pkg + "/" + name))
     mods = ["__init__.py", boardinfo.module(board) + ".py"]
     if board == "sim":
@@ -325,12 +325,28 @@ for top in %r:
                 pass
         elif p not in keep:
             os.remove(p)
+        else:
+            import hashlib, binascii
+            h = hashlib.sha256()
+            with open(p, 'rb') as f:
+                while True:
+                    b = f.read(512)
+                    if not b:
+                        break
+                    h.update(b)
+            print('HASH', p, binascii.hexlify(h.digest()).decode())
 for d in %r:
     try:
         os.mkdir(d)
     except OSError:
         pass
 """
+
+
+def _sha256(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _dirs(paths):
@@ -504,12 +520,21 @@ def run(args, out):
         if not sim:
             time.sleep(2)
         lib = [p for p in files if p.startswith("lib/")]
-        code = PREPARE_CODE % (lib, list(OWNED), _dirs(lib))
-        cmd = ["exec", code]
-        cmd += ["+", "fs", "cp", "-r", os.path.join(build, "lib"), ":"]
-        cmd += ["+", "fs", "cp", os.path.join(build, "boot.py"), ":boot.py"]
-        board.run(*cmd)
-        out.mark("ok", "copied %d files to the board (unchanged files skipped)" % len(files))
+        r = board.exec(PREPARE_CODE % (lib, list(OWNED), _dirs(lib)))
+        on_board = dict(re.findall(r"^HASH (\S+) ([0-9a-f]{64})\s*$", r.stdout, re.M))
+        cmd, changed = [], 0
+        for p in files:
+            if p == "main.py":
+                continue  # last, after config.json: a half-installed board starts nothing
+            local = os.path.join(build, *p.split("/"))
+            if p.startswith("lib/") and on_board.get(p) == _sha256(local):
+                continue
+            cmd += (["+"] if cmd else []) + ["fs", "--no-verbose", "cp", "-f", local, ":" + p]
+            changed += 1
+        if cmd:
+            board.run(*cmd)
+        out.mark("ok", "copied %d files to the board (%d were already up to date)"
+                 % (changed, len(files) - 1 - changed))
         # Only now that the board has the code: rotate the key (a failed copy above keeps
         # the old key working on the old firmware).
         from bridge import registry
