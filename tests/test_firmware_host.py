@@ -173,6 +173,30 @@ def test_threaded_api_and_reboot_keeps_journal(broker, tmp_path):
     assert sorted(set(s for k, s in pb.order if k == "H2")) == [1, 2]
 
 
+def test_power_cut_mid_journal_write_then_power_on(broker, tmp_path):
+    pb = PlayBridge(broker["port"])
+    data = str(tmp_path / "k4")
+    os.makedirs(data)
+
+    async def body():
+        vk = await start_kiosk(_cfg("H4"), "127.0.0.1", broker["port"], data_dir=data)
+        assert await vk.wait_connected(5)
+        assert (await vk.tap("ED0BA996"))["seq"] == 1
+        await vk.power_cut(torn_bytes=30)
+        vk = await start_kiosk(_cfg("H4"), "127.0.0.1", broker["port"], data_dir=data)
+        assert vk.kiosk.journal.dropped == 30
+        assert await vk.wait_connected(5)
+        ev = await vk.tap("ED0BA996")
+        assert ev["kind"] == "approved" and ev["seq"] == 2  # the torn seq 2 was never sent
+        await vk.stop()
+
+    try:
+        run(body())
+    finally:
+        pb.stop()
+    assert [s for k, s in pb.order if k == "H4"] == [1, 2]
+
+
 def test_command_line_runs_a_script(broker, tmp_path):
     pb = PlayBridge(broker["port"])
     script = tmp_path / "taps.txt"

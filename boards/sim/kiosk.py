@@ -12,12 +12,14 @@
 # Library:
 #   vk = await start_kiosk(config, "127.0.0.1", port)     # on a running asyncio loop
 #   event = await vk.tap("ED0BA996")                        # final feedback event (dict)
-#   await vk.stop()
+#   await vk.stop()                                         # or vk.power_cut(torn_bytes=N)
 #   tk = start_kiosk_thread(config, "127.0.0.1", port)      # own loop in a thread, sync API
 #   event = tk.tap("ED0BA996"); tk.stop()
 import argparse
 import asyncio
+import binascii
 import json
+import struct
 import sys
 import tempfile
 import threading
@@ -143,6 +145,29 @@ class VirtualKiosk:
         for t in self.tasks[:1]:
             t.cancel()
         self.tasks[0] = asyncio.get_running_loop().create_task(m.run())
+
+    async def power_cut(self, torn_bytes=0):
+        """Power off now: no DISCONNECT (the broker publishes the will), tasks dropped. With
+        torn_bytes > 0, the power dies that many bytes into writing the next swipe's journal
+        record, as if a tap was being journalled. Start a kiosk on the same data_dir to
+        'power on' again."""
+        k = self.kiosk
+        if torn_bytes:
+            from firmware import journal as jr
+            from protocol import messages, utctime
+            seq = k.journal.next_seq()
+            msg = messages.swipe(k.id, seq, utctime.iso(clock.now()), "0A0B0C0D", "uid",
+                                 k.service(), False, k.key)
+            payload = messages.encode("swipe", msg)
+            rec = bytearray(jr.HEADER + len(payload) + jr.TRAILER)
+            struct.pack_into(">BBHI", rec, 0, jr.MAGIC, jr.SWIPE, len(payload), seq)
+            rec[jr.HEADER:jr.HEADER + len(payload)] = payload
+            crc = binascii.crc32(bytes(rec[1:jr.HEADER + len(payload)])) & 0xFFFFFFFF
+            struct.pack_into(">I", rec, jr.HEADER + len(payload), crc)
+            k.journal.close()
+            with open(k.journal.path, "ab") as f:
+                f.write(bytes(rec[:min(torn_bytes, len(rec) - 1)]))
+        await self.stop(clean=False)
 
     async def stop(self, clean=True):
         """clean: DISCONNECT (no will). clean=False: power cut (socket dropped, will fires)."""
