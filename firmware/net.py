@@ -23,6 +23,10 @@ class Duplex:
         return await self.r.readexactly(n)
 
     def write(self, data):
+        # The MQTT client reuses its header buffers; a transport may keep what it could not
+        # send yet, so hand it an immutable copy (MicroPython's Stream copies anyway).
+        if not isinstance(data, bytes):
+            data = bytes(data)
         self.w.write(data)
 
     async def drain(self):
