@@ -291,3 +291,26 @@ async def test_reboot_uploads_unsettled_swipes_and_continues_the_seq():
     ev = await k.tap(Card(UID_A))
     assert ev["kind"] == "approved" and br.swipes[-1]["seq"] == 3
     await finish(k, tasks)
+
+
+@in_task_test
+async def test_bad_input_on_results_and_config_is_refused_and_harmless():
+    b = FakeBroker()
+    Bridge(b)
+    k, board, _ = make("x", b)
+    tasks = await started(k)
+    b.publish(topics.results(KIOSK), b"{not json")
+    b.publish(topics.results(KIOSK), b"x" * 5000)  # over the result size limit
+    other = messages.result("K2", 1, "approved", reasons.OK, 1, 1, 1, "", KEY)
+    b.publish(topics.results(KIOSK), messages.encode("result", other))  # another kiosk's
+    cfgmsg = {"kiosk": "K2", "merchant": "M1", "service": "lunch", "price": 1,
+              "lists_version": 9, "deny": [], "allow": [], "clock": utctime.iso(clock.now()),
+              "offline": {}}
+    b.publish(topics.config(KIOSK), messages.encode("config", cfgmsg))
+    await settle()
+    assert k.bad_results == 3
+    assert k.remote is None  # the config for K2 was refused
+    assert k.mqtt.connected
+    ev = await k.tap(Card(UID_A))
+    assert ev["kind"] == "approved"
+    await finish(k, tasks)
