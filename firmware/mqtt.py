@@ -280,9 +280,32 @@ class MQTTClient:
             if shift > 21:
                 raise MQTTError("bad remaining length")
         if n > self.max_packet:
-            raise MQTTError("packet too large: %d" % n)
+            await self._skip(typ, n)
+            return 0, b""
         body = await s.readexactly(n) if n else b""
         return typ, body
+
+    async def _skip(self, typ, n):
+        """Read past an oversized packet without holding it; PUBACK it if it is a QoS 1
+        PUBLISH, or a persistent session would redeliver it on every reconnect, forever."""
+        s = self._stream
+        pid = None
+        if typ & 0xF0 == PUBLISH and (typ >> 1) & 3 and n >= 4:
+            t = await s.readexactly(2)
+            tn = (t[0] << 8) | t[1]
+            left = tn
+            while left:
+                left -= len(await s.readexactly(min(left, 256)))
+            pid = await s.readexactly(2)
+            n -= 4 + tn
+        while n > 0:
+            n -= len(await s.readexactly(min(n, 256)))
+        self.log("mqtt: dropped an oversized packet")
+        if pid is not None:
+            ack = self._ack
+            ack[2] = pid[0]
+            ack[3] = pid[1]
+            await self._send(ack)
 
     # -- sending ------------------------------------------------------------------------
     def _next_pid(self):

@@ -402,3 +402,24 @@ async def test_keepalive_sends_ping_and_drops_a_silent_broker():
     assert b.connects > n  # client noticed the silence and reconnected
     c.stop()
     await stop_tasks([task])
+
+
+@in_task_test
+async def test_oversized_publish_is_skipped_and_acknowledged():
+    b = FakeBroker()
+    got = []
+    c = MQTTClient("c1", b.open_stream, backoff_min_ms=10, max_packet=1000)
+    c.subs = [("a/in", 1)]
+    c.on_message = lambda t, p: got.append(bytes(p))
+    task = asyncio.create_task(c.run())
+    assert await c.wait_connected(1000)
+    await settle()
+    n = b.connects
+    b.publish("a/in", b"y" * 5000)
+    b.publish("a/in", b"small")
+    await settle()
+    assert got == [b"small"]
+    assert c.connected and b.connects == n  # no reconnect loop over the big one
+    c.stop()
+    await stop_tasks([task])
+
