@@ -16,7 +16,7 @@ DEFAULTS = {
     "keepalive_s": 30,
     "heartbeat_s": 60,
     "resend_ms": 30000,
-    "poll_ms": 50,
+    "poll_ms": 20,
     "watchdog_ms": 10000,
     "data_dir": "",
     "journal_max_bytes": 65536,

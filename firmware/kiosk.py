@@ -96,7 +96,7 @@ class Kiosk:
 
     # -- the tap loop ---------------------------------------------------------------------
     async def run_taps(self):
-        poll_ms = self.cfg.get("poll_ms", 50)
+        poll_ms = self.cfg.get("poll_ms", 20)
         while not self._stopped:
             self.board.feed_watchdog()
             try:
