@@ -124,6 +124,16 @@ class Loader:
         self.client.loop_stop()
 
 
+def _cpu_s(pid):
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _pct(sorted_values, p):
     if not sorted_values:
         return None
@@ -164,7 +174,9 @@ def measure(workdir):
         loader = Loader(port)
         loader.run(_echo_items(500, 10**6))  # warm-up
         echo_burst = loader.run(_echo_items(BURST, 1))
+        cpu0, t0 = _cpu_s(echo.pid), time.perf_counter()
         echo_rate = loader.run(_echo_items(RATE * RATE_SECONDS, 2 * 10**6), rate=RATE)
+        echo_rate["cpu"] = (_cpu_s(echo.pid) - cpu0) / (time.perf_counter() - t0)
         stop_process(echo)
 
         # 2. the bridge, durable SQLite in workdir
@@ -190,7 +202,9 @@ def measure(workdir):
         seq += BURST // N_KIOSKS
         bridge_burst = loader.run(burst)
         paced = _swipes(info["keys"], cards, seq, RATE * RATE_SECONDS)
+        cpu0, t0 = _cpu_s(bridge.pid), time.perf_counter()
         bridge_rate = loader.run(paced, rate=RATE)
+        bridge_rate["cpu"] = (_cpu_s(bridge.pid) - cpu0) / (time.perf_counter() - t0)
         loader.close()
         from bridge import ledger
         check = ledger.check(engine)
@@ -232,11 +246,13 @@ def run():
          "baseline": round(echo_rate["p99_ms"], 2),
          "ratio": round(bridge_rate["p99_ms"] / echo_rate["p99_ms"], 2),
          "detail": "verdict latency (publish to result received) at %d swipes/s offered for "
-                   "%d s: p50 %.2f ms, p99 %.2f ms, max %.1f ms, %d/%d answered; baseline is "
-                   "the echo's p99 at the same rate (p50 %.2f ms)" % (
+                   "%d s: p50 %.2f ms, p99 %.2f ms, max %.1f ms, %d/%d answered, bridge "
+                   "process CPU %.0f%% of one core; baseline is the echo's p99 at the same "
+                   "rate (p50 %.2f ms, echo CPU %.0f%%); %d CPUs" % (
                        RATE, RATE_SECONDS, bridge_rate["p50_ms"], bridge_rate["p99_ms"],
                        bridge_rate["max_ms"], bridge_rate["answered"], bridge_rate["n"],
-                       echo_rate["p50_ms"])},
+                       100 * bridge_rate["cpu"], echo_rate["p50_ms"], 100 * echo_rate["cpu"],
+                       os.cpu_count())},
     ]
 
 

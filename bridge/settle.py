@@ -47,6 +47,10 @@ _c, _r = schema.cards, schema.residents
 # Statements built once (see ledger.py): the hot path only binds values.
 _KIOSK = (select(_k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_base, _k.c.high_seq,
                  _k.c.enabled).where(_k.c.id == bindparam("kid")).with_for_update())
+_KIOSKS_MANY = (select(_k.c.id, _k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_base,
+                       _k.c.high_seq, _k.c.enabled)
+                .where(_k.c.id.in_(bindparam("kids", expanding=True))).order_by(_k.c.id)
+                .with_for_update())
 _PRIOR = select(_s.c.mac, _s.c.result, _s.c.settlement, _s.c.reason, _s.c.txn_id).where(
     _s.c.kiosk_id == bindparam("kid"), _s.c.seq == bindparam("seq"))
 _CARD = (select(_c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
@@ -100,6 +104,10 @@ class Batch:
                 continue
         if not keys:
             return
+        merchants = set()
+        for row in conn.execute(_KIOSKS_MANY, {"kids": sorted({k for k, _ in keys})}):
+            self.kiosks[row[0]] = row[1:]
+            merchants.add(row[1])
         self.prior = {}
         for row in conn.execute(_PRIOR_MANY, {"kiosks": sorted({k for k, _ in keys}),
                                               "seqs": sorted({q for _, q in keys})}):
@@ -112,7 +120,8 @@ class Batch:
             self.cards[row[0]] = row[1:]
         residents = sorted({c[1] for c in self.cards.values() if c is not None})
         codes = [ledger.wallet(r) for r in residents] + \
-            [ledger.fund(f) for f in (self.rules.funds if self.rules else ())]
+            [ledger.fund(f) for f in (self.rules.funds if self.rules else ())] + \
+            [ledger.merchant(m) for m in merchants]
         self.pending.lock(conn, [ledger.account_id(conn, c) for c in codes])
         if residents:
             month = localtime.day_month(now, self.rules.tz if self.rules else None)[1]
