@@ -103,10 +103,19 @@ def set_kiosk_enabled(engine, kiosk_id, enabled):
 
 
 def list_kiosks(conn):
-    k = schema.kiosks
-    return [dict(r) for r in conn.execute(
+    """Kiosks without their keys. high_seq: the highest seq ever decided for the kiosk
+    (the swipes table is the record; the column keeps it across key rotations)."""
+    k, s = schema.kiosks, schema.swipes
+    seen = (select(func.max(s.c.seq)).where(s.c.kiosk_id == k.c.id).scalar_subquery())
+    rows = conn.execute(
         select(k.c.id, k.c.merchant_id, k.c.service, k.c.key_gen, k.c.seq_base, k.c.high_seq,
-               k.c.enabled).order_by(k.c.id)).mappings()]
+               seen.label("seen"), k.c.enabled).order_by(k.c.id)).mappings()
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["high_seq"] = max(d["high_seq"], d.pop("seen") or 0)
+        out.append(d)
+    return out
 
 
 def add_resident(engine, name, birth_date, flags=(), resident_id=None):
