@@ -162,6 +162,12 @@ def test_flash_virtual_board_end_to_end_and_reflash(vboard, dbpath):
     m = re.search(r"copied (\d+) files to the board \((\d+) were already up to date\)", out)
     assert m and int(m.group(2)) > 20, out  # idempotent: unchanged modules are not resent
 
+    # --check: the self-test again, no new key
+    rc, out, err = flash_sh("--board", "sim", "--port", vboard.url, "--kiosk", "K1",
+                            "--db", str(dbpath), "--check")
+    assert rc == 0 and "self-test passed" in out, out + err
+    assert kiosk(dbpath) == (row2, key2)
+
 
 @needs_node
 @pytest.mark.timeout(120)
@@ -250,6 +256,13 @@ def test_no_database(tmp_path):
     assert rc == 1
     assert "no bridge database at %s" % missing in err
     assert not missing.exists()
+
+
+@pytest.mark.timeout(60)
+def test_erase_needs_firmware(dbpath):
+    rc, out, err = flash_sh("--board", "esp32_devkitc", "--port", "/dev/ttyUSB0", "--kiosk",
+                            "K1", "--db", str(dbpath), "--erase")
+    assert rc == 1 and "--erase also erases MicroPython itself: give --firmware" in err
 
 
 @pytest.mark.timeout(60)
