@@ -63,6 +63,7 @@ class Kiosk:
         self.verdicts = 0
         self.bad_results = 0
         self._stopped = False
+        self._tasks = []
         self._fault = False
         mqtt.subs = [(self.t_results, 1), (self.t_config, 1)]
         mqtt.will = (self.t_state, self._state_payload("offline"), True)
@@ -323,13 +324,17 @@ class Kiosk:
     # -- all together ---------------------------------------------------------------------
     def start(self):
         """Create the kiosk's tasks on the running loop; returns them."""
-        return [asyncio.create_task(self.mqtt.run()),
-                asyncio.create_task(self.run_taps()),
-                asyncio.create_task(self.run_uploader()),
-                asyncio.create_task(self.run_heartbeat())]
+        self._tasks = [asyncio.create_task(self.mqtt.run()),
+                       asyncio.create_task(self.run_taps()),
+                       asyncio.create_task(self.run_uploader()),
+                       asyncio.create_task(self.run_heartbeat())]
+        return self._tasks
 
     def stop(self):
         self._stopped = True
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
         self.mqtt.stop()
         self.feedback.stop()
         self.journal.close()

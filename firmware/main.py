@@ -30,21 +30,44 @@ def build(cfg, board, reader, open_stream, log=print):
     return Kiosk(cfg, board, reader, journal, mqtt, config.Store(d), log=log)
 
 
+kiosk = None  # the running Kiosk, for a REPL session or a test harness
+field = None  # on the sim board: the emulated RF field (field.add(boards.sim.cards...))
+
+
+def _print_event(event):
+    print("kiosk:", event["kind"], event.get("reason") or "", " / ".join(event["lines"]))
+
+
 async def main(config_path="config.json"):
+    global kiosk, field
     from boards import profile
     from firmware import net
-    from firmware.board import Board
     from firmware.reader import CardReader
     cfg = config.load(config_path)
-    board = Board(profile(cfg["board"]))
-    board.watchdog(cfg["watchdog_ms"])
-    spi = board.spi()
-    cs, rst = board.rc522_pins()
+    prof = profile(cfg["board"])
+    if cfg["board"] == "sim":
+        # The virtual board (boards/sim/serial_board.mjs): no machine, no network. The real
+        # driver talks to the MFRC522 emulator; feedback is printed; MQTT stays offline.
+        import time
+        from boards.sim import rc522 as chip
+        from firmware.board import SimBoard
+        board = SimBoard(prof, keep=8)
+        board.on_event = _print_event
+        spi, cs, rst, _chip, field = chip.wire(baudrate=prof["spi"]["baudrate"])
+        clock.set_now(time.time(), "host")
+    else:
+        from firmware.board import Board
+        board = Board(prof)
+        board.watchdog(cfg["watchdog_ms"])
+        spi = board.spi()
+        cs, rst = board.rc522_pins()
     reader = CardReader(spi, cs, rst)
-    opener = net.opener(cfg["broker_host"], cfg["broker_port"], cfg["broker_tls"], cfg.get("ca"))
+    opener = net.opener(cfg.get("broker_host", "127.0.0.1"), cfg.get("broker_port", 1883),
+                        cfg.get("broker_tls", False), cfg.get("ca"))
     kiosk = build(cfg, board, reader, opener)
     kiosk.feedback.show("idle")
-    asyncio.create_task(net.run_wifi(cfg))
+    if cfg["board"] != "sim":
+        asyncio.create_task(net.run_wifi(cfg))
     kiosk.start()
     while True:
         await clock.sleep_ms(60000)

@@ -157,7 +157,8 @@ class MQTTClient:
             try:
                 await self._session()
             except Exception as e:  # noqa: BLE001 - any failure means: reconnect
-                self.log("mqtt: connection lost: %r" % (e,))
+                if self.connected or delay == self.backoff_min_ms:  # once per outage
+                    self.log("mqtt: connection lost: %r" % (e,))
             was_up = self.connected
             self._fail(None)
             if self._stopped:

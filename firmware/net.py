@@ -60,6 +60,8 @@ def opener(host, port, tls=False, ca_path=None, timeout_ms=5000):
     ctx = tls_context(ca_path) if tls else None
 
     async def open_stream():
+        if not hasattr(asyncio, "open_connection"):
+            raise OSError("no network on this port")  # the WebAssembly port: stay offline
         if ctx is None:
             conn = asyncio.open_connection(host, port)
         else:
