@@ -38,13 +38,9 @@ def _print_event(event):
     print("kiosk:", event["kind"], event.get("reason") or "", " / ".join(event["lines"]))
 
 
-async def main(config_path="config.json"):
-    global kiosk, field
-    from boards import profile
-    from firmware import net
-    from firmware.reader import CardReader
-    cfg = config.load(config_path)
-    prof = profile(cfg["board"])
+def _hardware(cfg, prof):
+    """(board, spi, cs, rst) for the profile: real pins, or the sim board's emulated parts."""
+    global field
     if cfg["board"] == "sim":
         # The virtual board (boards/sim/serial_board.mjs): no machine, no network. The real
         # driver talks to the MFRC522 emulator; feedback is printed; MQTT stays offline.
@@ -55,12 +51,21 @@ async def main(config_path="config.json"):
         board.on_event = _print_event
         spi, cs, rst, _chip, field = chip.wire(baudrate=prof["spi"]["baudrate"])
         clock.set_now(time.time(), "host")
-    else:
-        from firmware.board import Board
-        board = Board(prof)
-        board.watchdog(cfg["watchdog_ms"])
-        spi = board.spi()
-        cs, rst = board.rc522_pins()
+        return board, spi, cs, rst
+    from firmware.board import Board
+    hw = Board(prof)
+    hw.watchdog(cfg["watchdog_ms"])
+    cs, rst = hw.rc522_pins()
+    return hw, hw.spi(), cs, rst
+
+
+async def main(config_path="config.json"):
+    global kiosk
+    from boards import profile
+    from firmware import net
+    from firmware.reader import CardReader
+    cfg = config.load(config_path)
+    board, spi, cs, rst = _hardware(cfg, profile(cfg["board"]))
     reader = CardReader(spi, cs, rst)
     opener = net.opener(cfg.get("broker_host", "127.0.0.1"), cfg.get("broker_port", 1883),
                         cfg.get("broker_tls", False), cfg.get("ca"))
