@@ -73,7 +73,9 @@ def parse_args(argv):
     p.add_argument("--kiosk", required=True, metavar="ID", help="kiosk id, as registered")
     p.add_argument("--db", default=None, help="bridge database (default $AIXIN_DB or ./aixin.db)")
     p.add_argument("--wifi-ssid", metavar="S", help="Wi-Fi network name")
-    p.add_argument("--wifi-password", metavar="P", default="", help="Wi-Fi password")
+    p.add_argument("--wifi-password", metavar="P", default=os.environ.get("AIXIN_WIFI_PASSWORD", ""),
+                   help="Wi-Fi password (or set $AIXIN_WIFI_PASSWORD: keeps it out of the "
+                   "shell history and process list)")
     p.add_argument("--broker", metavar="URL", help="mqtts://host:8883 (or mqtt://host:1883)")
     p.add_argument("--ca", metavar="FILE", help="the site CA the kiosk pins "
                    "(<broker folder>/ca.crt, made by `aixin broker-config`)")
@@ -439,7 +441,7 @@ def validate(args):
             parse_broker(args.broker)
         except ConfigError as e:
             raise InstallError("--broker %s: %s" % (args.broker, e))
-    if args.wifi_password and not args.wifi_ssid:
+    if args.wifi_password and not args.wifi_ssid and "AIXIN_WIFI_PASSWORD" not in os.environ:
         raise InstallError("--wifi-password without --wifi-ssid: give the network name too")
 
 
@@ -493,10 +495,15 @@ def run(args, out):
     out.mark("ok", "port %s is there and free" % args.port)
     if args.check:
         engine.dispose()
+        board = Board(args.port, timeout=args.timeout)
+        stop_kiosk(board, sim)
         out.say("Self-test on the board (after a reset):")
-        ok = selftest(Board(args.port, timeout=args.timeout), args, out)
+        try:
+            ok = selftest(board, args, out)
+        finally:
+            board.exec(RESTORE_MAIN, timeout=30)
         if not sim:
-            Board(args.port).run("reset", timeout=30)
+            board.run("reset", timeout=30)
             out.mark("ok", "board reset: the kiosk is starting")
         return 0 if ok else 1
     if not sim:
@@ -525,20 +532,7 @@ def run(args, out):
         files = compile_tree(args.board, cross, build)
         out.mark("ok", "compiled %d modules with mpy-cross%s" % (
             len(files) - 2, "" if sim else " -march=xtensawin"))
-        # A running kiosk has a watchdog (it cannot be stopped on an ESP32): take /main.py
-        # out of the way and reset, so nothing runs while files are copied.
-        stop = "import os\ntry:\n os.rename('main.py', 'main.py.off')\nexcept OSError:\n pass\n"
-        for attempt in range(3 if args.firmware else 1):  # a fresh MicroPython formats its
-            try:                                          # filesystem on first boot
-                board.exec(stop, timeout=30)
-                break
-            except InstallError:
-                if attempt == 2 or not args.firmware:
-                    raise
-                time.sleep(3)
-        board.run("soft-reset" if sim else "reset", timeout=30)
-        if not sim:
-            time.sleep(2)
+        stop_kiosk(board, sim, tries=3 if args.firmware else 1)
         lib = [p for p in files if p.startswith("lib/")]
         r = board.exec(PREPARE_CODE % (lib, list(OWNED), _dirs(lib)))
         on_board = dict(re.findall(r"^HASH (\S+) ([0-9a-f]{64})\s*$", r.stdout, re.M))
@@ -574,7 +568,7 @@ def run(args, out):
         if args.ca:
             cmd += ["+", "fs", "cp", args.ca, ":ca.crt"]
         cmd += ["+", "fs", "cp", os.path.join(build, "main.py"), ":main.py"]
-        cmd += ["+", "exec", "import os\ntry:\n os.remove('main.py.off')\nexcept OSError:\n pass\n"]
+        cmd += ["+", "exec", DROP_OFF]
         board.run(*cmd)
         out.mark("ok", "wrote /config.json (kiosk, key, seq_base %d%s%s%s) and /main.py" % (
             seq_base, ", Wi-Fi " + args.wifi_ssid if args.wifi_ssid else "",
@@ -588,6 +582,29 @@ def run(args, out):
     out.say("Done in %.1f s (%.1f s to flash)." % (time.monotonic() - t_start, t_flash))
     next_steps(args, out, ok, seq_base)
     return 0 if ok else 1
+
+
+STOP_MAIN = "import os\ntry:\n os.rename('main.py', 'main.py.off')\nexcept OSError:\n pass\n"
+RESTORE_MAIN = ("import os\ntry:\n os.stat('main.py.off')\n os.rename('main.py.off', 'main.py')\n"
+                "except OSError:\n pass\n")
+DROP_OFF = "import os\ntry:\n os.remove('main.py.off')\nexcept OSError:\n pass\n"
+
+
+def stop_kiosk(board, sim, tries=1):
+    """A running kiosk has a watchdog, which cannot be stopped on an ESP32 once started (a
+    soft reset keeps it): take /main.py out of the way and hard-reset, so the board sits
+    at its prompt while files are copied or the self-test runs (RESTORE_MAIN undoes it)."""
+    for attempt in range(tries):  # a fresh MicroPython formats its filesystem on first boot
+        try:
+            board.exec(STOP_MAIN, timeout=30)
+            break
+        except InstallError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(3)
+    board.run("soft-reset" if sim else "reset", timeout=30)
+    if not sim:
+        time.sleep(2)  # USB serial of some boards comes back after a reset
 
 
 def _flash_step(port, args, what):
