@@ -127,12 +127,13 @@ async def _broker(cfg, t_ms):
     from firmware.board import SimBoard
     opener = net.opener(cfg["broker_host"], cfg["broker_port"], cfg["broker_tls"],
                         cfg.get("ca"), timeout_ms=t_ms)
-    kiosk = main.build(cfg, SimBoard(), None, opener, log=lambda text: None)
+    logs = []
+    kiosk = main.build(cfg, SimBoard(), None, opener, log=logs.append)
     mqtt = kiosk.mqtt
     task = asyncio.create_task(mqtt.run())
     try:
         if not await mqtt.wait_connected(t_ms):
-            return False, None
+            return False, _why(logs)
         _line("broker", "ok", "%s:%s tls=%s user=%s" % (
             cfg["broker_host"], cfg["broker_port"], cfg["broker_tls"], mqtt.user))
         got = []
@@ -154,6 +155,18 @@ async def _broker(cfg, t_ms):
             pass
 
 
+def _why(logs):
+    """A short reason from the MQTT client's last log line."""
+    last = logs[-1] if logs else ""
+    if "code 4" in last or "code 5" in last:
+        return "login refused (password or ACL: broker files not regenerated since the flash?)"
+    if "code" in last and "refused" in last:
+        return "refused by the broker (%s)" % last
+    if last:
+        return last
+    return "no CONNACK (unreachable, firewall, or wrong CA)"
+
+
 def check_network(cfg, t_ms=10000):
     """broker login then the first heartbeat (state 'online', acknowledged)."""
     if "broker_host" not in cfg:
@@ -167,8 +180,8 @@ def check_network(cfg, t_ms=10000):
         _line("heartbeat", "skip", "no broker login")
         return False
     if not login:
-        _line("broker", "fail", "%s:%s no CONNACK within %d s (refused login, wrong CA, or "
-              "unreachable)" % (cfg["broker_host"], cfg["broker_port"], t_ms // 1000))
+        _line("broker", "fail", "%s:%s within %d s: %s" % (
+            cfg["broker_host"], cfg["broker_port"], t_ms // 1000, beat))
         _line("heartbeat", "skip", "no broker login")
         return False
     if beat:
