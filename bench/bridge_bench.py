@@ -50,7 +50,7 @@ def _client(client_id, **kw):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                     protocol=mqtt.MQTTv5, **kw)
     c.on_socket_open = _nodelay
-    c.max_inflight_messages_set(1000)
+    c.max_inflight_messages_set(50)  # as the bridge: paho's PUBACK handling is O(window)
     c.max_queued_messages_set(0)
     return c
 

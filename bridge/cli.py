@@ -215,6 +215,11 @@ def cmd_serve(args):
     from bridge.serve import Bridge
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(message)s")
+    plain = logging.StreamHandler(sys.stdout)
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    verdicts = logging.getLogger("aixin.verdicts")
+    verdicts.addHandler(plain)
+    verdicts.propagate = False
     engine = _engine(args)
     password = args.password or os.environ.get("AIXIN_BROKER_PASSWORD")
     # The settle worker is CPU-bound Python; a short GIL switch interval lets paho's network

@@ -122,7 +122,7 @@ class Kiosk:
         self._topics = topics
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                       client_id="kiosk-" + kiosk_id, protocol=mqtt.MQTTv5)
-        c.max_inflight_messages_set(1000)
+        c.max_inflight_messages_set(50)
         c.on_socket_open = lambda cl, ud, sock: sock.setsockopt(
             socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.on_message = self._on_message
