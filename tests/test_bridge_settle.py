@@ -301,3 +301,43 @@ def test_reports_per_merchant_service_fund(site):
     monthly = reports.report(engine, "monthly")
     assert sum(r[5] for r in monthly) == 2000
     assert "period,merchant,service,payer,taps,fen" in reports.to_csv(rows)
+
+
+class NoAckBridge(Bridge):
+    """A bridge that commits and answers but dies before acknowledging to the broker."""
+
+    def __init__(self, *a, **kw):
+        Bridge.__init__(self, *a, **kw)
+        self._client.ack = lambda mid, qos: None
+
+
+def test_broker_redelivery_after_crash_books_once(tmp_path, broker):
+    engine, info = seed_site(tmp_path / "aixin.db")
+    url = "mqtt://127.0.0.1:%d" % broker
+    first = NoAckBridge(engine, url, client_id="bridge-x", poll_s=0.2).start()
+    k = Kiosk(broker, "K1", info["keys"]["K1"])
+    sent = [k.swipe(info["cards"]["young"]), k.swipe(info["cards"]["old"]),
+            k.swipe(info["cards"]["poor"])]
+    for m in sent:
+        assert k.wait(m["seq"]) is not None
+    assert first.settled == 3
+    # crash: the network thread stops and the socket drops, no DISCONNECT, no acks sent
+    first.stopping.set()
+    first._client.loop_stop()
+    first._client.socket().close()
+    time.sleep(0.3)
+    second = Bridge(engine, url, client_id="bridge-x", poll_s=0.2).start()
+    try:
+        for m in sent:  # the broker redelivered all three; each got its stored verdict again
+            assert k.wait(m["seq"], count=2) is not None, m["seq"]
+            a, b = k.results[m["seq"]][:2]
+            assert a == b
+        assert second.settled >= 3
+        t = schema.transactions
+        assert count(engine, t, t.c.kind == "swipe") == 2  # young and old; poor declined
+        assert count(engine, schema.swipes) == 3
+        check = ledger.check(engine)
+        assert check["ok"], check["problems"]
+    finally:
+        k.close()
+        second.stop()
