@@ -162,6 +162,10 @@ def _why(logs):
         return "login refused (password or ACL: broker files not regenerated since the flash?)"
     if "code" in last and "refused" in last:
         return "refused by the broker (%s)" % last
+    if "Refused" in last or "111" in last or "ECONNREFUSED" in last:
+        return "nothing listens there (broker stopped, wrong port, or firewall): %s" % last
+    if "Timeout" in last or "ETIMEDOUT" in last or "116" in last:
+        return "no answer (host unreachable from this network, or firewall): %s" % last
     if last:
         return last
     return "no CONNACK (unreachable, firewall, or wrong CA)"
