@@ -16,7 +16,6 @@ import time
 from sqlalchemy import bindparam, func, insert, select
 
 from bridge import ledger, localtime, pricing, schema
-from bridge.db import BridgeError
 from protocol import messages, reasons, signing, topics, utctime
 
 

@@ -147,7 +147,6 @@ class Kiosk:
     def swipe(self, card_uid, ts=None, offline=False, service=None, seq=None, key=None,
               send=True):
         """Build, sign and publish a swipe; returns the message dict."""
-        import json
         from protocol import messages, utctime
         if seq is None:
             seq = self.seq

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bridge import cli, db, ledger, reports, settle
+from bridge import cli, db, ledger, settle
 from protocol import messages, utctime
 from tests.brokers import REPO, bridge_env
 

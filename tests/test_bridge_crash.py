@@ -75,7 +75,7 @@ def test_kill_9_mid_stream_books_each_swipe_once(tmp_path):
         for k in kiosks:
             missing = [s for s in k.sent if s not in k.results]
             assert not missing, "%s: no verdict for %d swipes" % (k.kiosk_id, len(missing))
-            for seq, got in k.results.items():
+            for _seq, got in k.results.items():
                 assert got[0]["reason"] == "ok", got[0]
                 assert len({r["txn"] for r in got}) == 1  # a repeated verdict is the same
         t = schema.transactions

@@ -8,7 +8,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import func, select
 
-from bridge import config, ledger, registry, reports, schema
+from bridge import ledger, registry, reports, schema
 from bridge.serve import Bridge
 from protocol import messages, reasons, signing, topics, utctime
 
