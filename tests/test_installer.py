@@ -388,3 +388,19 @@ def test_device_files_compile_for_esp32(tmp_path):
     assert "lib/firmware/selftest.mpy" in files and "lib/boards/esp32_devkitc.mpy" in files
     assert not any(f.startswith("lib/boards/sim") for f in files)
     assert (tmp_path / "main.py").read_text() == flash.MAIN_PY
+
+
+def test_old_micropython_on_the_board_is_refused():
+    """A board whose MicroPython reads another .mpy sub-version (e.g. v1.22: 6.2) cannot
+    load -march=xtensawin files: said before anything is copied."""
+    _, _, cross = flash.tools()
+    v = subprocess.run([cross, "--version"], capture_output=True, text=True).stdout
+    major, sub = map(int, re.search(r"mpy v(\d+)\.(\d+)", v).groups())
+    other = (sub + 1) % 4
+    flash.check_mpy((major | sub << 8, "MicroPython same"), cross, True)  # same: fine
+    flash.check_mpy((major | other << 8, "MicroPython old"), cross, False)  # bytecode only
+    with pytest.raises(flash.InstallError) as e:
+        flash.check_mpy((major | other << 8, "MicroPython old"), cross, True)
+    assert "MicroPython on the board (MicroPython old) loads .mpy v%d.%d" % (major, other) \
+        in str(e.value)
+    assert "--firmware FILE.bin" in str(e.value)

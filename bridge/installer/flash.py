@@ -532,7 +532,7 @@ def run(args, out):
         files = compile_tree(args.board, cross, build)
         out.mark("ok", "compiled %d modules with mpy-cross%s" % (
             len(files) - 2, "" if sim else " -march=xtensawin"))
-        stop_kiosk(board, sim, tries=3 if args.firmware else 1)
+        check_mpy(stop_kiosk(board, sim, tries=3 if args.firmware else 1), cross, not sim)
         lib = [p for p in files if p.startswith("lib/")]
         r = board.exec(PREPARE_CODE % (lib, list(OWNED), _dirs(lib)))
         on_board = dict(re.findall(r"^HASH (\S+) ([0-9a-f]{64})\s*$", r.stdout, re.M))
@@ -584,7 +584,8 @@ def run(args, out):
     return 0 if ok else 1
 
 
-STOP_MAIN = "import os\ntry:\n os.rename('main.py', 'main.py.off')\nexcept OSError:\n pass\n"
+STOP_MAIN = ("import os, sys\ntry:\n os.rename('main.py', 'main.py.off')\nexcept OSError:\n pass\n"
+             "print('MPY', getattr(sys.implementation, '_mpy', 0), sys.version)\n")
 RESTORE_MAIN = ("import os\ntry:\n os.stat('main.py.off')\n os.rename('main.py.off', 'main.py')\n"
                 "except OSError:\n pass\n")
 DROP_OFF = "import os\ntry:\n os.remove('main.py.off')\nexcept OSError:\n pass\n"
@@ -596,7 +597,7 @@ def stop_kiosk(board, sim, tries=1):
     at its prompt while files are copied or the self-test runs (RESTORE_MAIN undoes it)."""
     for attempt in range(tries):  # a fresh MicroPython formats its filesystem on first boot
         try:
-            board.exec(STOP_MAIN, timeout=30)
+            r = board.exec(STOP_MAIN, timeout=30)
             break
         except InstallError:
             if attempt == tries - 1:
@@ -605,6 +606,28 @@ def stop_kiosk(board, sim, tries=1):
     board.run("soft-reset" if sim else "reset", timeout=30)
     if not sim:
         time.sleep(2)  # USB serial of some boards comes back after a reset
+    m = re.search(r"^MPY (\d+) (.*)$", r.stdout, re.M)
+    return (int(m.group(1)), m.group(2).strip()) if m else (0, "")
+
+
+def check_mpy(board_mpy, cross, native):
+    """Can the board load what our mpy-cross writes? (major version; and the sub-version
+    too for -march files, which MicroPython checks exactly)."""
+    mpy, version = board_mpy
+    if not mpy:
+        return
+    r = subprocess.run([cross, "--version"], capture_output=True, text=True)
+    m = re.search(r"mpy v(\d+)\.(\d+)", r.stdout)
+    if not m:
+        return
+    want = (int(m.group(1)), int(m.group(2)))
+    have = (mpy & 0xFF, (mpy >> 8) & 3)
+    if have[0] != want[0] or (native and have[1] != want[1]):
+        raise InstallError(
+            "MicroPython on the board (%s) loads .mpy v%d.%d, but this project's mpy-cross "
+            "writes v%d.%d: write a current MicroPython to the board with --firmware FILE.bin "
+            "--erase (from https://micropython.org/download/)"
+            % (version or "unknown version", have[0], have[1], want[0], want[1]))
 
 
 def _flash_step(port, args, what):
