@@ -158,7 +158,11 @@ rules = Table(
 
 
 def _v1(conn):
-    metadata.create_all(conn)
+    # The tables of version 1, named: a later step adds its own tables explicitly, so this
+    # step never creates them early.
+    metadata.create_all(conn, tables=[
+        schema_version, meta, merchants, kiosks, residents, cards, accounts, transactions,
+        entries, swipes, refusals, rules])
     conn.execute(meta.insert(), [{"name": "lists_version", "value": 1},
                                  {"name": "registry_version", "value": 1}])
 

@@ -62,6 +62,7 @@ class Bridge:
         self._versions = None
         self._versions_checked = 0.0
         self._topics = {}
+        self._conn = None
         self._client = c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                        protocol=mqtt.MQTTv5, manual_ack=True)
         if username:
@@ -138,8 +139,16 @@ class Bridge:
             delay = 0.1
             while outcomes is None:
                 try:
-                    outcomes = settlemod.settle_batch(self.engine, [(b[0], b[1]) for b in batch])
+                    if self._conn is None:  # kept open: no pool round trip per batch
+                        self._conn = self.engine.connect()
+                    outcomes = settlemod.settle_batch(self._conn, [(b[0], b[1]) for b in batch])
                 except Exception as e:
+                    if self._conn is not None:
+                        try:
+                            self._conn.close()
+                        except Exception:
+                            pass
+                        self._conn = None
                     # Nothing committed, nothing acknowledged: retry the same batch (the
                     # database may be restarting). Stopping leaves it to redelivery.
                     log.error(log_line({"event": "batch_failed", "n": len(batch),
@@ -221,6 +230,9 @@ class Bridge:
         self.stopping.set()
         if self._worker.is_alive():
             self._worker.join(timeout=10)
+        if self._conn is not None and not self._worker.is_alive():
+            self._conn.close()
+            self._conn = None
         try:
             if self.connected.is_set():
                 info = self._client.publish(topics.BRIDGE_STATE, self._state("offline"),

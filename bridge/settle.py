@@ -122,7 +122,10 @@ class Batch:
             [ledger.fund(f) for f in (self.rules.funds if self.rules else ())] + \
             [ledger.merchant(m) for m in merchants]
         self.pending.lock(conn, [ledger.account_id(conn, c) for c in codes])
-        if residents:
+        capped = self.rules is not None and any(
+            sv.get("per_day") is not None or sv.get("per_month") is not None
+            for sv in self.rules.services.values())
+        if residents and capped:
             month = localtime.day_month(now, self.rules.tz if self.rules else None)[1]
             services = self.rules.services if self.rules else {}
             for rid in residents:
@@ -144,6 +147,8 @@ class Batch:
         return sum(days.values()), days.get(day, 0)
 
     def used(self, conn, resident_id, service, day, month):
+        if self.rules is None or self.rules.caps(service) == (None, None):
+            return  # nothing to count against
         self.uses(conn, resident_id, service, day, month)  # loaded before counting on
         days = self.counts[(resident_id, service, month)]
         days[day] = days.get(day, 0) + 1
@@ -258,7 +263,8 @@ def _settle(conn, topic, payload, now, batch):
                 reason = reasons.NOT_ELIGIBLE
             else:
                 per_day, per_month = rules.caps(service)
-                n_month, n_day = batch.uses(conn, resident_id, service, day, month)
+                n_month, n_day = (0, 0) if per_day is None and per_month is None else \
+                    batch.uses(conn, resident_id, service, day, month)
                 wallet_code = ledger.wallet(resident_id)
                 if per_day is not None and n_day >= per_day:
                     reason = reasons.DAILY_CAP
@@ -370,7 +376,9 @@ def yuan(fen):
 
 
 def settle_batch(engine, items, now=None):
-    """Settle [(topic, payload), ...] in ONE database transaction (group commit). Returns
+    """Settle [(topic, payload), ...] in ONE database transaction (group commit). engine:
+    an Engine, or a Connection the caller keeps open across batches (no pool round trip
+    per batch; it must not be inside a transaction). Returns
     the Outcomes, in order, after the commit. If one message hits an unexpected error the
     batch is rolled back and redone with a savepoint per message, so that one message is
     reported and the rest still settle. A conflict with another bridge (the same (kiosk,
@@ -379,7 +387,8 @@ def settle_batch(engine, items, now=None):
     for attempt in range(6):
         outcomes = []
         try:
-            with engine.begin() as conn:
+            with engine.begin() as tx:
+                conn = tx if hasattr(tx, "execute") else engine
                 batch = Batch(pricing.current(conn))
                 if not careful:
                     batch.prefetch(conn, [p for _, p in items], now or time.time())
