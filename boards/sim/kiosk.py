@@ -135,16 +135,17 @@ class VirtualKiosk:
         return self.kiosk.journal.depth()
 
     def go_offline(self):
-        """Drop the broker link and keep it down (as if the network went away)."""
-        self.kiosk.mqtt.backoff_min_ms = self.kiosk.mqtt.backoff_max_ms = 10 ** 9
+        """The network goes away: the link drops and every reconnect attempt fails, as
+        with Wi-Fi gone, until go_online()."""
+        self.link["up"] = False
         self.kiosk.mqtt._fail("link cut (go_offline)")
 
     async def go_online(self):
-        m = self.kiosk.mqtt
-        m.backoff_min_ms, m.backoff_max_ms = 250, 2000
+        """The network is back; reconnect now rather than at the end of the backoff."""
+        self.link["up"] = True
         for t in self.tasks[:1]:
             t.cancel()
-        self.tasks[0] = asyncio.get_running_loop().create_task(m.run())
+        self.tasks[0] = asyncio.get_running_loop().create_task(self.kiosk.mqtt.run())
 
     async def power_cut(self, torn_bytes=0):
         """Power off now: no DISCONNECT (the broker publishes the will), tasks dropped. With
@@ -193,10 +194,19 @@ async def start_kiosk(cfg, broker_host="127.0.0.1", port=1883, data_dir=None, em
     board = SimBoard()
     reader = EmulatedReader() if emulator else QueueReader()
     log = log or (lambda text: None)
-    opener = net.opener(broker_host, port, tls, ca)
+    link = {"up": True}
+    connect = net.opener(broker_host, port, tls, ca)
+
+    async def opener():
+        if not link["up"]:
+            raise OSError("network down (simulated)")
+        return await connect()
+
     kiosk = fwmain.build(cfg, board, reader, opener, log=log)
     tasks = kiosk.start()
-    return VirtualKiosk(kiosk, board, reader, tasks)
+    vk = VirtualKiosk(kiosk, board, reader, tasks)
+    vk.link = link
+    return vk
 
 
 class ThreadedKiosk:
