@@ -63,7 +63,9 @@ def connect(path_or_url=None, migrate=True):
         except Exception as e:
             if isinstance(e, BridgeError):
                 raise
-            raise BridgeError("cannot open database %s: %s" % (_safe(url), str(e).splitlines()[0]))
+            raise BridgeError("cannot open database %s: %s\n(check the path or URL given by "
+                              "--db or AIXIN_DB, that the database server runs, and the "
+                              "user's rights)" % (_safe(url), str(e).splitlines()[0]))
     return engine
 
 
@@ -72,6 +74,8 @@ def _safe(url):
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         cred, host = rest.rsplit("@", 1)
+        if ":" not in cred:
+            return url
         return "%s://%s:***@%s" % (scheme, cred.split(":", 1)[0], host)
     return url
 
