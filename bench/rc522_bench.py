@@ -140,7 +140,7 @@ def main():
           % (OVERHEAD_NS // 1000))
     print("%-22s %8s %28s %28s %28s" % ("operation", "", "1 MHz", "4 MHz", "10 MHz"))
     print("%-22s %8s %28s %28s %28s" % ("", "", "ms / txns / bytes", "ms / txns / bytes", "ms / txns / bytes"))
-    for name, what, row in table:
+    for name, _what, row in table:
         cells = ["%8.3f / %5d / %6d" % (row[hz]["ms"], row[hz]["transactions"], row[hz]["bytes"])
                  for hz in SPEEDS]
         print("%-22s %8s %28s %28s %28s" % (name, "", cells[0], cells[1], cells[2]))

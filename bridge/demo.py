@@ -160,7 +160,8 @@ async def run(site, people, seconds, screen, rng):
         screen.say(screen.paint("-- %s: network down; the kiosk keeps serving from its cached lists" % OFFLINE_KIOSK, "33"))
         await asyncio.sleep(seconds / 6)
         registry.set_card_status(site.engine, lost_uid, True, note="reported lost at the demo")
-        screen.say(screen.paint("-- operator: `aixin card block %s` (%s reported her card lost)" % (lost_uid, LOST_CARD_OWNER), "36"))
+        screen.say(screen.paint("-- operator: `aixin card block %s` (%s reported her card lost)"
+                                % (lost_uid, LOST_CARD_OWNER), "36"))
         await asyncio.sleep(seconds / 8)
         await fleet.kiosks[OFFLINE_KIOSK].go_online()
         waiting = fleet.kiosks[OFFLINE_KIOSK].journal_depth()

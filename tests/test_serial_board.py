@@ -175,7 +175,8 @@ def test_python_error_surfaces(board):
     r = board.mpremote("fs", "cat", ":missing.txt", check=False)
     assert r.returncode == 1
     assert "No such file or directory" in r.stdout + r.stderr
-    r = board.mpremote("exec", "import os\ntry:\n os.stat('/nope')\nexcept OSError as e:\n import errno\n print(e.errno == errno.ENOENT)")
+    r = board.mpremote("exec", "import os\ntry:\n os.stat('/nope')\nexcept OSError as e:\n"
+                               " import errno\n print(e.errno == errno.ENOENT)")
     assert r.stdout == "True\n"
 
 

@@ -362,7 +362,8 @@ class MifareClassic1K(Card):
             return with_crc(bytes(self.blocks[block])), 144
         if cmd == 0xA0:
             if trailer:
-                ok = any(self._allowed(x) for x in (TRAILER_ACCESS[cond[3]][0], TRAILER_ACCESS[cond[3]][2], TRAILER_ACCESS[cond[3]][4]))
+                rule = TRAILER_ACCESS[cond[3]]
+                ok = any(self._allowed(x) for x in (rule[0], rule[2], rule[4]))
             else:
                 ok = block != 0 and self._allowed(DATA_ACCESS[cond[block % 4]][1])
             if not ok:

@@ -452,7 +452,7 @@ class MFRC522:
         bits = []
         lists = [_bits_of(a[1], a[2]) + [None] * (nb - a[2]) for a in answers]
         for i in range(nb):
-            vals = [l[i] for l in lists if l[i] is not None]
+            vals = [bits[i] for bits in lists if bits[i] is not None]
             v = vals[0]
             if coll is None and any(x != v for x in vals):
                 coll = i
