@@ -27,6 +27,12 @@ class Fleet:
         self.data_root = data_root
         self.kiosks = {}
         self.taps = []
+        self._gates = {}  # kiosk -> lock: a tap and a power cycle never overlap
+
+    def _gate(self, kiosk_id):
+        if kiosk_id not in self._gates:
+            self._gates[kiosk_id] = asyncio.Lock()
+        return self._gates[kiosk_id]
 
     def data_dir(self, kiosk_id):
         path = os.path.join(self.data_root, kiosk_id)
@@ -47,9 +53,10 @@ class Fleet:
                 raise RuntimeError("kiosk %s could not connect to the broker on port %d" % (vk.id, self.port))
 
     async def tap(self, kiosk_id, uid, who=None):
-        vk = self.kiosks[kiosk_id]
         t0 = time.time()
-        event = await vk.tap(uid, hold=0)  # card in the field -> final feedback shown
+        async with self._gate(kiosk_id):  # a kiosk being power-cycled is tapped once it is back
+            vk = self.kiosks[kiosk_id]
+            event = await vk.tap(uid, hold=0)  # card in the field -> final feedback shown
         record = {"kiosk": kiosk_id, "uid": uid, "who": who, "event": event, "t": t0,
                   "ms": (time.time() - t0) * 1000}
         self.taps.append(record)
@@ -69,6 +76,19 @@ class Fleet:
 
     async def power_cut(self, kiosk_id, torn_bytes=0):
         await self.kiosks[kiosk_id].power_cut(torn_bytes=torn_bytes)
+
+    async def power_cycle(self, kiosk_id, torn_bytes=0, off_s=0.5, connect_timeout=15):
+        """Between two taps: cut the power (torn_bytes into the next journal record), stay
+        off off_s, power on again on the same data dir. Returns the new VirtualKiosk, its
+        cut_seq attribute the seq the torn record carried."""
+        async with self._gate(kiosk_id):
+            cut_seq = self.kiosks[kiosk_id].kiosk.journal.next_seq()
+            await self.power_cut(kiosk_id, torn_bytes)
+            await asyncio.sleep(off_s)
+            vk = await self.start_kiosk(kiosk_id)
+            await vk.wait_connected(connect_timeout)
+            vk.cut_seq = cut_seq
+            return vk
 
     def depth(self):
         return sum(vk.journal_depth() for vk in self.kiosks.values())
