@@ -43,6 +43,7 @@ RESIDENTS = [
 LOST_CARD_OWNER = "Zhang Jianhua"   # reports her card lost midway; the operator blocks it
 VISITOR_UID = "5A0C33E1"            # a card from another district: not enrolled here
 OFFLINE_KIOSK = "canteen-2"
+MIFARE_KIOSKS = ("barber-1",)       # service points that check the card's MIFARE credential
 
 
 class Screen:
@@ -137,19 +138,27 @@ def script(people, rng, seconds):
 
 async def run(site, people, seconds, screen, rng):
     from boards.sim.fleet import Fleet
-    configs = [site.kiosk_config(k) for k, _, _ in KIOSKS]
-    fleet = Fleet(configs, "127.0.0.1", site.port, os.path.join(site.folder, "kiosks"))
+    configs = [site.kiosk_config(k, mifare=k in MIFARE_KIOSKS) for k, _, _ in KIOSKS]
+    fleet = Fleet(configs, "127.0.0.1", site.port, os.path.join(site.folder, "kiosks"),
+                  card_maker=site.card_maker())
     await fleet.start()
     screen.say("%d kiosks online: %s" % (len(fleet.kiosks), ", ".join(fleet.kiosks)))
 
     def on_tap(record):
         ev = record["event"]
         settled = booked(site.engine, record["kiosk"], ev["seq"]) if ev and ev.get("seq") else None
-        screen.tap(record, people.get(record["uid"], record["uid"]), settled)
+        screen.tap(record, record.get("who") or people.get(record["uid"], record["uid"]), settled)
 
     morning, lunch = script(people, rng, seconds)
-    screen.banner("Morning: bus K102 and the barber's")
+    screen.banner("Morning: bus K102 and the barber's (which checks each card's MIFARE credential)")
     await fleet.run(morning, on_tap)
+    from boards.sim import cards
+    from protocol import uid as uidtext
+    victim = next(u for u, w in people.items() if w.startswith("Wu Yuzhen"))
+    screen.say(screen.paint("-- someone tries a copy of %s's card (same UID, no keys) at the barber's"
+                            % people[victim].split(",")[0], "36"))
+    on_tap(await fleet.tap("barber-1", victim, "copied card of " + people[victim].split(",")[0],
+                           card=cards.uid_clone(uidtext.uid_bytes(victim))))
 
     screen.banner("Lunch rush at the canteens (%s will lose its network for a while)" % OFFLINE_KIOSK)
     lost_uid = next(u for u, w in people.items() if w.startswith(LOST_CARD_OWNER))

@@ -167,9 +167,24 @@ def _v1(conn):
                                  {"name": "registry_version", "value": 1}])
 
 
+# Site secrets: the site master key from which the MIFARE card secret is derived
+# (bridge/card_keys.py). Never printed, logged or published.
+site_secrets = Table(
+    "site_secrets", metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value_hex", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+
+def _v2(conn):
+    metadata.create_all(conn, tables=[site_secrets])
+
+
 # (version, note, step). Append only; never edit a step that has shipped.
 MIGRATIONS = [
     (1, "ledger, registry, idempotency, rules", _v1),
+    (2, "site secrets (MIFARE card credential master key)", _v2),
 ]
 LATEST = MIGRATIONS[-1][0]
 

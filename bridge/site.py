@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 
-from bridge import broker_files, db, ledger, pricing, registry
+from sqlalchemy import select
+
+from bridge import broker_files, card_keys, db, ledger, pricing, registry, schema
 from bridge.db import BridgeError
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto")
@@ -95,13 +97,26 @@ class Site:
             ledger.topup(self.engine, rid, topup_fen, memo="opening balance")
         return rid
 
-    def kiosk_config(self, kiosk_id):
-        """The config.json a virtual (or real) kiosk needs to join this site."""
+    def kiosk_config(self, kiosk_id, mifare=False):
+        """The config.json a virtual (or real) kiosk needs to join this site. mifare: check
+        each card's MIFARE credential (DESIGN.md 3.2) at this service point."""
         with self.engine.connect() as conn:
             row = next(k for k in registry.list_kiosks(conn) if k["id"] == kiosk_id)
         return {"kiosk": kiosk_id, "key": registry.kiosk_key(self.engine, kiosk_id).hex(),
                 "service": row["service"], "seq_base": row["seq_base"], "board": "sim",
-                "broker": "mqtt://127.0.0.1:%d" % self.port}
+                "broker": "mqtt://127.0.0.1:%d" % self.port, "mifare": mifare,
+                "card_secret": card_keys.card_secret(self.engine).hex()}
+
+    def card_maker(self):
+        """uid text -> a virtual card personalised as enrollment leaves it."""
+        from boards.sim import cards
+        from protocol import uid as uidtext
+        secret = card_keys.card_secret(self.engine)
+        numbers = {}
+        with self.engine.connect() as conn:
+            for uid, rid in conn.execute(select(schema.cards.c.uid, schema.cards.c.resident_id)):
+                numbers[uid] = card_keys.card_number(rid)
+        return lambda uid: cards.personalised(uidtext.uid_bytes(uid), secret, numbers.get(uid, 0))
 
     def kiosk_ids(self):
         with self.engine.connect() as conn:

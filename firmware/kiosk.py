@@ -77,6 +77,14 @@ class Kiosk:
             return r[name]
         return self.cfg.get(name, default)
 
+    def _card_secret(self):
+        """The site's card secret (config.json "card_secret", hex), for MIFARE credentials."""
+        text = self.cfg.get("card_secret")
+        if not text:
+            raise OSError("no card_secret in config.json: the installer writes it")
+        from protocol import credential
+        return credential.secret_from_hex(text)
+
     def _offline_limit(self, name, default):
         r = self.remote
         if r is not None and name in r["offline"]:
@@ -142,7 +150,7 @@ class Kiosk:
         if self._setting("mifare", False):
             ok = False
             try:
-                ok = self.reader.read_credential(card)
+                ok = self.reader.read_credential(card, self._card_secret())
             except (OSError, AttributeError):
                 ok = False
             if not ok:

@@ -553,3 +553,18 @@ class Field:
                 self._tick(card)
                 return ok
         return None
+
+
+def personalised(uid, secret, card_no):
+    """A MIFARE Classic 1K card as enrollment leaves it: the credential in sector 1 and the
+    per-card keys in its trailer (protocol/credential.py)."""
+    from protocol import credential
+    card = MifareClassic1K(uid)
+    card.blocks[credential.BLOCK][:] = credential.block(secret, card.uid, card_no)
+    card.blocks[credential.TRAILER][:] = credential.trailer(secret, card.uid)
+    return card
+
+
+def uid_clone(uid):
+    """What a cheap 'UID changeable' card copier makes: the same UID, none of the secrets."""
+    return MifareClassic1K(uid)

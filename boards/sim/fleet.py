@@ -21,8 +21,11 @@ HOLD_S = 0.3
 
 
 class Fleet:
-    def __init__(self, configs, host, port, data_root, verdict_timeout_s=3):
+    def __init__(self, configs, host, port, data_root, verdict_timeout_s=3, card_maker=None):
+        """card_maker(uid text) -> a virtual card for each tap (e.g. a personalised MIFARE
+        card, boards.sim.cards.personalised); None means a blank card with that UID."""
         self.configs = {c["kiosk"]: dict(c, verdict_timeout_ms=verdict_timeout_s * 1000) for c in configs}
+        self.card_maker = card_maker
         self.host, self.port = host, port
         self.data_root = data_root
         self.kiosks = {}
@@ -52,11 +55,13 @@ class Fleet:
             if not await vk.wait_connected(connect_timeout):
                 raise RuntimeError("kiosk %s could not connect to the broker on port %d" % (vk.id, self.port))
 
-    async def tap(self, kiosk_id, uid, who=None):
+    async def tap(self, kiosk_id, uid, who=None, card=None):
         t0 = time.time()
         async with self._gate(kiosk_id):  # a kiosk being power-cycled is tapped once it is back
             vk = self.kiosks[kiosk_id]
-            event = await vk.tap(uid, hold=0)  # card in the field -> final feedback shown
+            if card is None and self.card_maker:
+                card = self.card_maker(uid)
+            event = await vk.tap(uid, hold=0, card=card)  # card in the field -> final feedback shown
         record = {"kiosk": kiosk_id, "uid": uid, "who": who, "event": event, "t": t0,
                   "ms": (time.time() - t0) * 1000}
         self.taps.append(record)

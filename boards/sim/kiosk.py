@@ -44,12 +44,13 @@ class EmulatedReader:
     def poll(self):
         return self.reader.poll()
 
-    def read_credential(self, card):
-        return self.reader.read_credential(card)
+    def read_credential(self, card, secret):
+        return self.reader.read_credential(card, secret)
 
-    def present(self, uid_bytes):
+    def present(self, uid_bytes, card=None):
+        """Put a card in the field: the given virtual card, or a blank MIFARE Classic 1K."""
         from boards.sim import cards
-        card = cards.MifareClassic1K(uid_bytes)
+        card = card or cards.MifareClassic1K(uid_bytes)
         self.field.add(card)
         return card
 
@@ -66,7 +67,7 @@ class QueueReader:
     def poll(self):
         return self.cards.pop(0) if self.cards else None
 
-    def present(self, uid_bytes):
+    def present(self, uid_bytes, card=None):
         class Card:
             uid = uid_bytes
             sak = 0x08
@@ -112,15 +113,16 @@ class VirtualKiosk:
     def connected(self):
         return self.kiosk.mqtt.connected
 
-    async def tap(self, uid, timeout=10.0, hold=0.3):
+    async def tap(self, uid, timeout=10.0, hold=0.3, card=None):
         """Present a card (UID hex text or bytes); return the final feedback event: a dict
         with kind (approved/declined/offline/no_verdict/fault), reason, text, pays, balance,
-        colour, lines, uid, seq. None if the kiosk ignored it (same card within
+        colour, lines, uid, seq. card: a virtual card (boards.sim.cards) to present
+        instead of a blank one, e.g. a personalised or a cloned card. None if the kiosk ignored it (same card within
         suppress_s) or nothing was shown within timeout."""
         async with self._lock:  # one card in the field at a time, like a real counter
             fut = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
-            card = self.reader.present(_uid_bytes(uid))
+            card = self.reader.present(_uid_bytes(uid), card)
             try:
                 return await asyncio.wait_for(fut, timeout)
             except asyncio.TimeoutError:

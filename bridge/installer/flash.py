@@ -399,9 +399,11 @@ def kiosk_row(engine, kiosk, db):
 
 # ------------------------------------------------------------------------- the run
 
-def device_config(args, key, seq_base, row):
+def device_config(args, key, seq_base, row, card_secret=None):
     cfg = {"kiosk": args.kiosk, "key": key.hex(), "board": args.board, "seq_base": seq_base,
            "service": row.get("service") or "meal"}
+    if card_secret:  # for MIFARE credential checks (protocol/credential.py)
+        cfg["card_secret"] = card_secret.hex()
     if args.broker:
         cfg["broker"] = args.broker
     if args.wifi_ssid:
@@ -553,8 +555,10 @@ def run(args, out):
         # the old key working on the old firmware).
         from bridge import registry
         from bridge.db import BridgeError
+        from bridge import card_keys
         try:
             key, seq_base = registry.provision_kiosk(engine, args.kiosk)
+            secret = card_keys.card_secret(engine)
         except BridgeError as e:
             raise InstallError(str(e))
         engine.dispose()
@@ -563,7 +567,7 @@ def run(args, out):
         cfgfile = os.path.join(build, "config.json")
         fd = os.open(cfgfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(device_config(args, key, seq_base, row), f)
+            json.dump(device_config(args, key, seq_base, row, secret), f)
         cmd = ["fs", "cp", cfgfile, ":config.json"]
         if args.ca:
             cmd += ["+", "fs", "cp", args.ca, ":ca.crt"]
