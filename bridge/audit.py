@@ -70,7 +70,7 @@ def drill_script(cards, kiosk_ids, taps, seconds, seed=1, stranger_every=40):
         n = per[k]
         gap = seconds / max(1, n)
         last = None
-        for j in range(n):
+        for _j in range(n):
             if stranger_every and rng.random() < 1.0 / stranger_every:
                 uid, who = "5A%06X" % rng.randrange(1 << 24), "stranger"
             else:
