@@ -149,3 +149,29 @@ def tls_certificates(folder, hostnames=("localhost",), ips=("127.0.0.1",), days=
     save_key(key, os.path.join(folder, "server.key"))
     _write(os.path.join(folder, "server.crt"), cert.public_bytes(serialization.Encoding.PEM).decode())
     return os.path.join(folder, "ca.crt")
+
+
+BRIDGE_USER = "bridge"
+BRIDGE_PASSWORD_FILE = "bridge.password"
+
+
+def bridge_password(folder):
+    """The bridge's broker password, kept in FOLDER/bridge.password (0600); made once."""
+    path = os.path.join(folder, BRIDGE_PASSWORD_FILE)
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        _write(path, secrets.token_hex(16) + "\n", secret=True)
+    with open(path) as f:
+        return f.read().strip()
+
+
+def write_for_registry(engine, folder, port=1883, tls_port=None, bind="127.0.0.1", persistence=True):
+    """Broker files for every enabled kiosk in the registry (a disabled, i.e. revoked, kiosk
+    loses its login). Returns (conf path, number of kiosk accounts)."""
+    from bridge import registry
+    with engine.connect() as conn:
+        ids = [k["id"] for k in registry.list_kiosks(conn) if k["enabled"]]
+    kiosks = [(k, registry.kiosk_key(engine, k)) for k in ids]
+    conf = write_broker_files(folder, kiosks, BRIDGE_USER, bridge_password(folder), port, tls_port=tls_port,
+                              bind=bind, persistence=persistence)
+    return conf, len(kiosks)

@@ -239,6 +239,20 @@ def cmd_serve(args):
     return 0
 
 
+def cmd_broker_config(args):
+    from bridge import broker_files
+    conf, n = broker_files.write_for_registry(_engine(args), args.dir, args.port, args.tls_port, args.bind)
+    folder = os.path.abspath(args.dir)
+    print("wrote %s: %d kiosk account(s), bridge account %r, ACL%s"
+          % (conf, n, broker_files.BRIDGE_USER, ", TLS on port %d (site CA %s)"
+             % (args.tls_port, os.path.join(folder, "ca.crt")) if args.tls_port else ""))
+    print("start or reload Mosquitto with it:   mosquitto -c %s   (or: kill -HUP <its pid>)" % conf)
+    print("run the bridge with its password:    AIXIN_BROKER_PASSWORD=$(cat %s) aixin serve --user %s "
+          "--broker mqtt://127.0.0.1:%d" % (os.path.join(folder, broker_files.BRIDGE_PASSWORD_FILE),
+                                            broker_files.BRIDGE_USER, args.port))
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="aixin", description="Aixin elderly-care card: register kiosks and residents, "
@@ -329,6 +343,15 @@ def build_parser():
     g = group("ledger", "ledger integrity")
     add(g, "check", cmd_ledger_check, "prove every transaction sums to zero and every "
         "balance equals its entries")
+
+    sp = add(sub, "broker-config", cmd_broker_config, "write Mosquitto's config, password file and "
+             "ACL for every enabled kiosk (run again after adding, reflashing or disabling one)")
+    sp.add_argument("dir", help="folder for mosquitto.conf, passwd, acl, bridge.password and TLS files")
+    sp.add_argument("--port", type=int, default=1883, help="plain listener (default 1883)")
+    sp.add_argument("--bind", default="127.0.0.1", help="address of the plain listener (default "
+                    "127.0.0.1: only the bridge on this host; kiosks use TLS)")
+    sp.add_argument("--tls-port", type=int, default=None, help="TLS listener for kiosks, e.g. 8883; "
+                    "makes a site CA (ca.crt, for flash.sh --ca) the first time")
 
     sp = add(sub, "serve", cmd_serve, "run the settlement bridge (until Ctrl-C or SIGTERM)")
     sp.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://HOST:PORT")

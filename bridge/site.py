@@ -6,7 +6,6 @@ Everything listens on free loopback ports and lives in one folder; stop() ends w
 started. The bridge is a real subprocess (`aixin serve`) so drills can kill -9 it.
 """
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from bridge import broker_files, card_keys, db, ledger, pricing, registry, schem
 from bridge.db import BridgeError
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto")
-BRIDGE_USER = "bridge"
+BRIDGE_USER = broker_files.BRIDGE_USER
 
 
 def mosquitto_binary():
@@ -78,7 +77,7 @@ class Site:
             pricing.load(self.engine, rules or pricing.DEFAULT_RULES)
         self.broker_dir = os.path.join(self.folder, "broker")
         self.port = free_port()
-        self.bridge_password = secrets.token_hex(16)
+        self.bridge_password = broker_files.bridge_password(self.broker_dir)
         self.broker = None
         self.bridge = None
         self.bridge_starts = 0
@@ -124,9 +123,7 @@ class Site:
 
     # --- processes ----------------------------------------------------------------
     def write_broker_files(self):
-        kiosks = [(k, registry.kiosk_key(self.engine, k)) for k in self.kiosk_ids()]
-        return broker_files.write_broker_files(self.broker_dir, kiosks, BRIDGE_USER, self.bridge_password,
-                                               self.port)
+        return broker_files.write_for_registry(self.engine, self.broker_dir, self.port)[0]
 
     def start_broker(self):
         conf = self.write_broker_files()

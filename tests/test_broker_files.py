@@ -130,3 +130,37 @@ def test_mosquitto_passwd_accepts_our_file(tmp_path):
     subprocess.run([tool, "-b", str(path), "k2", "pw2"], check=True, capture_output=True)
     lines = path.read_text().splitlines()
     assert lines[0].startswith("k1:$7$101$") and lines[1].startswith("k2:$7$")
+
+
+def test_broker_config_command_follows_the_registry(tmp_path):
+    """`aixin broker-config` gives enabled kiosks a login; disabling one takes it away."""
+    from bridge import cli, db, registry
+    dbfile = str(tmp_path / "site.db")
+    engine = db.connect(dbfile)
+    registry.add_merchant(engine, "m1", "Canteen")
+    key1 = registry.add_kiosk(engine, "k1", "m1", "meal")
+    registry.add_kiosk(engine, "k2", "m1", "meal")
+    folder = tmp_path / "broker"
+    port = free_port()
+    assert cli.main(["--db", dbfile, "broker-config", str(folder), "--port", str(port)]) == 0
+    passwd = (folder / "passwd").read_text()
+    assert [line.split(":")[0] for line in passwd.splitlines()] == ["bridge", "k1", "k2"]
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(folder / "mosquitto.conf")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        c, rc = connect(port, "k1", signing.broker_password(key1))
+        assert not rc.is_failure
+        c.disconnect()
+        c.loop_stop()
+        bridge_pw = (folder / "bridge.password").read_text().strip()
+        c, rc = connect(port, "bridge", bridge_pw)
+        assert not rc.is_failure
+        c.disconnect()
+        c.loop_stop()
+    finally:
+        stop_process(proc)
+    registry.set_kiosk_enabled(engine, "k1", False)
+    assert cli.main(["--db", dbfile, "broker-config", str(folder), "--port", str(port)]) == 0
+    assert "k1:" not in (folder / "passwd").read_text()
+    assert (folder / "bridge.password").read_text().strip() == bridge_pw  # stable across runs
