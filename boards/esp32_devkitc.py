@@ -4,6 +4,7 @@
 # pins 0, 2, 12, 15 and flash pins 6-11.
 PROFILE = {
     "name": "esp32_devkitc",
+    "chip": "ESP32",  # as esptool names it: flash.sh refuses another chip
     "spi": {"id": 2, "sck": 18, "mosi": 23, "miso": 19, "baudrate": 4000000},
     "rc522": {"cs": 5, "rst": 27},
     "led": {"green": 25, "red": 26, "blue": 33},

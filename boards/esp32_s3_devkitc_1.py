@@ -3,6 +3,7 @@
 # MISO 13, CS 10. GPIO 26-32 are flash/PSRAM on the N8R8/N16R8 modules: not used.
 PROFILE = {
     "name": "esp32_s3_devkitc_1",
+    "chip": "ESP32-S3",  # as esptool names it: flash.sh refuses another chip
     "spi": {"id": 1, "sck": 12, "mosi": 11, "miso": 13, "baudrate": 4000000},
     "rc522": {"cs": 10, "rst": 9},
     "led": {"pixel": 48},

@@ -3,6 +3,7 @@
 # buzzer on the Grove port's GPIO 26. No display: colour and tone carry the verdict.
 PROFILE = {
     "name": "m5stack_atom",
+    "chip": "ESP32",  # as esptool names it: flash.sh refuses another chip
     "spi": {"id": 1, "sck": 23, "mosi": 19, "miso": 33, "baudrate": 4000000},
     "rc522": {"cs": 22, "rst": 21},
     "led": {"pixel": 27},

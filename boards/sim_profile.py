@@ -3,6 +3,7 @@
 # (firmware.board.SimBoard), and the display is a list of text lines.
 PROFILE = {
     "name": "sim",
+    "chip": None,  # no chip: the virtual board
     "spi": {"id": 1, "sck": 18, "mosi": 23, "miso": 19, "baudrate": 4000000},
     "rc522": {"cs": 5, "rst": 22},
     "led": {"green": 25, "red": 26, "blue": 33},

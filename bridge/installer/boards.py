@@ -2,13 +2,7 @@
 # chip (to refuse a wrong board), where MicroPython's image goes, and the RC522 wiring.
 import boards
 
-# The chip each profile is for, as esptool names it, and the image offset on that chip.
-CHIPS = {
-    "esp32_devkitc": "ESP32",
-    "esp32_s3_devkitc_1": "ESP32-S3",
-    "m5stack_atom": "ESP32",
-    "sim": None,
-}
+# Where MicroPython's image goes on each chip (the chip itself is in the board profile).
 OFFSETS = {"ESP32": 0x1000, "ESP32-S3": 0x0}
 
 
@@ -21,7 +15,7 @@ def module(name):
 
 
 def chip(name):
-    return CHIPS.get(name) or "ESP32"
+    return boards.profile(name).get("chip") or "ESP32"
 
 
 def offset(name):
@@ -33,7 +27,7 @@ def offset_text(name):
 
 
 def for_chip(chip_name):
-    return [n for n, c in CHIPS.items() if c == chip_name]
+    return [n for n in names() if boards.profile(n).get("chip") == chip_name]
 
 
 def wiring(name):
