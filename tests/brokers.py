@@ -8,25 +8,14 @@ import subprocess
 import sys
 import time
 
-MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
+from bridge.db import BridgeError
+from bridge.site import free_port, mosquitto_binary, stop_process, wait_port  # noqa: F401  (re-exported)
+
+try:
+    MOSQUITTO = mosquitto_binary()
+except BridgeError:  # tests then fail saying the binary is missing: `make test` installs it
+    MOSQUITTO = "/usr/sbin/mosquitto"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0, host="127.0.0.1"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError("nothing listening on %s:%d after %.0f s" % (host, port, timeout))
 
 
 def start_mosquitto(tmp_path, config_extra="", port=None):
@@ -50,21 +39,11 @@ def start_mosquitto(tmp_path, config_extra="", port=None):
     proc = subprocess.Popen([MOSQUITTO, "-c", conf], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        wait_port(port)
-    except TimeoutError:
+        wait_port(port, proc=proc, what="Mosquitto")
+    except BridgeError:
         proc.kill()
         raise
     return port, proc
-
-
-def stop_process(proc, timeout=5):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
