@@ -43,7 +43,7 @@ let out = "";
 const sink = (b) => { out += typeof b === "string" ? b : decoder.decode(Uint8Array.from(typeof b === "number" ? [b] : b), { stream: true }); };
 const mp = await loadMicroPython({ stdout: sink, stderr: sink, linebuffer: false });
 try { mp.FS.mkdir("/lib"); } catch (e) { /* exists */ }
-for (const pkg of PACKAGES) copyTree(mp, path.join(root, pkg), "/lib/" + pkg, (n) => n.endsWith(".py"));
+for (const pkg of PACKAGES) copyTree(mp, path.join(root, pkg), "/lib/" + pkg, (n) => n.endsWith(".py") || n.endsWith(".mpy"));
 copyTree(mp, path.join(root, "tests", "device"), "/lib", (n) => n.endsWith(".py"));
 try { mp.FS.mkdir("/tests"); } catch (e) { /* exists */ }
 copyTree(mp, path.join(root, "tests", "vectors"), "/tests/vectors", () => true);
