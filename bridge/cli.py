@@ -10,6 +10,7 @@ import threading
 
 from bridge import db as dbmod
 from bridge.db import BridgeError
+from protocol import money
 
 EPILOG = """examples:
   aixin init                                     create ./aixin.db with default rules
@@ -33,16 +34,10 @@ def _engine(args):
 
 
 def _fen(text):
-    text = str(text).strip()
     try:
-        if "." in text:
-            whole, frac = text.split(".", 1)
-            if len(frac) > 2 or not (whole or "0").isdigit() or not frac.isdigit():
-                raise ValueError
-            return int(whole or "0") * 100 + int(frac.ljust(2, "0"))
-        return int(text) * 100
-    except ValueError:
-        raise BridgeError("amount %r: write yuan like 12.50 (at most 2 decimals)" % text)
+        return money.parse_yuan(text)
+    except ValueError as e:
+        raise BridgeError(str(e))
 
 
 def _print_json(obj):
@@ -124,8 +119,7 @@ def cmd_topup(args):
     engine = _engine(args)
     with engine.connect() as conn:
         bal = ledger.balance(conn, ledger.wallet(args.resident))
-    from bridge.settle import yuan
-    print("%s: topped up %s yuan; balance %s yuan" % (txn, yuan(fen), yuan(bal)))
+    print("%s: topped up %s yuan; balance %s yuan" % (txn, money.yuan(fen), money.yuan(bal)))
     return 0
 
 
@@ -156,13 +150,12 @@ def cmd_reverse(args):
 
 def cmd_history(args):
     from bridge import reports
-    from bridge.settle import yuan
     h = reports.history(_engine(args), args.card, args.limit)
     if args.json:
         _print_json(h)
         return 0
     print("card %s  resident %s  %s  balance %s yuan" % (h["card"], h["resident"], h["status"],
-                                                      yuan(h["balance"])))
+                                                      money.yuan(h["balance"])))
     for t in h["transactions"]:
         extra = []
         if t["offline"]:
@@ -175,7 +168,7 @@ def cmd_history(args):
             extra.append("reverses T%d" % t["reverses"])
         print("%-7s %s %-8s %-10s %-14s wallet %8s  total %8s  %s" % (
             t["txn"], t["ts"], t["kind"], t["merchant_id"] or "", t["service"] or "",
-            yuan(t["wallet"]), yuan(t["amount"]), " ".join(extra)))
+            money.yuan(t["wallet"]), money.yuan(t["amount"]), " ".join(extra)))
     return 0
 
 
@@ -187,11 +180,10 @@ def cmd_report(args):
             f.write(reports.to_csv(rows))
         print("%d rows written to %s" % (len(rows), args.csv))
         return 0
-    from bridge.settle import yuan
     print("%-10s %-12s %-14s %-22s %6s %12s" % ("period", "merchant", "service", "payer", "taps",
                                                 "yuan"))
     for p, m, s, payer, taps, fen in rows:
-        print("%-10s %-12s %-14s %-22s %6d %12s" % (p, m, s, payer, taps, yuan(fen)))
+        print("%-10s %-12s %-14s %-22s %6d %12s" % (p, m, s, payer, taps, money.yuan(fen)))
     if not rows:
         print("(no transactions%s)" % (" on " + args.day if args.day else ""))
     return 0

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from bridge import ledger, registry, reports, schema
 from bridge.db import BridgeError
 from bridge.site import Site
-from protocol import reasons
+from protocol import money, reasons
 
 MERCHANTS = [("dongxiao-canteen", "Dongxiao village canteen"), ("caoxiao-canteen", "Caoxiao community canteen"),
              ("lili-barber", "Lili barber's (love merchant)"), ("bus-k102", "Bus K102, Jindong")]
@@ -87,9 +87,7 @@ class Screen:
 
 
 def yuan(fen):
-    if fen is None:
-        return "-"
-    return "%s%d.%02d" % ("-" if fen < 0 else "", abs(fen) // 100, abs(fen) % 100)
+    return "-" if fen is None else money.yuan(fen)
 
 
 def age_to_birth(age, today):

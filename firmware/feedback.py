@@ -2,6 +2,7 @@
 # one unmistakable answer per tap, in colour, in a distinct tone pattern and, where a
 # display is fitted, in large text with the amount paid and the balance left.
 # The board object does the hardware (firmware/board.py); this module decides what to show.
+from protocol.money import yuan
 from firmware import clock
 from protocol import reasons
 
@@ -21,13 +22,6 @@ KINDS = {
     "fault":    ("red",   ((300, 300), (0, 200), (300, 300), (0, 200), (300, 300)), "FAULT"),
     "idle":     ("off",   (), ""),
 }
-
-
-def yuan(fen):
-    """Integer fen -> '12.50' (money is never a float, DESIGN.md 2)."""
-    sign = "-" if fen < 0 else ""
-    fen = -fen if fen < 0 else fen
-    return "%s%d.%02d" % (sign, fen // 100, fen % 100)
 
 
 class Feedback:

@@ -199,3 +199,13 @@ def test_utc_time_round_trip():
     raises(ValueError, utctime.parse, "2026-02-30T00:00:00Z")
     raises(ValueError, utctime.parse, "2026-11-23T24:00:00Z")
     raises(ValueError, utctime.parse, "2026-11-23T03:30:00+08:00")
+
+
+def test_money_text_form():
+    from protocol import money
+    assert money.yuan(0) == "0.00" and money.yuan(5) == "0.05" and money.yuan(123456) == "1234.56"
+    assert money.yuan(-300) == "-3.00"
+    for text, fen in (("12.50", 1250), ("12.5", 1250), ("12", 1200), ("0.05", 5), (".5", 50), (" 3 ", 300)):
+        assert money.parse_yuan(text) == fen, text
+    for bad in ("", "-1", "1.234", "1,5", "abc", "1.", "1e3", "+2"):
+        raises(ValueError, money.parse_yuan, bad)
