@@ -97,6 +97,24 @@ def cmd_resident_add(args):
     return 0
 
 
+def cmd_resident_import(args):
+    from bridge import enrollment
+    rows = enrollment.read(args.file)
+    if args.check:
+        print("%s: %d rows, all fine (nothing imported: --check)" % (args.file, len(rows)))
+        return 0
+    tty = sys.stderr.isatty()
+
+    def progress(done, total):
+        end = "\r" if tty and done < total else "\n"
+        print("  enrolled %d of %d" % (done, total), end=end, file=sys.stderr, flush=True)
+
+    n = enrollment.import_rows(_engine(args), rows, progress)
+    print("imported %d residents with their cards from %s; kiosks get the new allow list within "
+          "seconds from the running bridge" % (n, args.file))
+    return 0
+
+
 def cmd_card_enroll(args):
     from bridge import registry
     uid = registry.enroll_card(_engine(args), args.uid, args.resident)
@@ -286,6 +304,11 @@ def build_parser():
     sp.add_argument("id")
 
     g = group("resident", "people who hold cards")
+    sp = add(g, "import", cmd_resident_import, "enroll many residents and their cards from a CSV "
+             "file with the columns name,born,flags,card,topup (flags separated by ; and topup in "
+             "yuan are optional); all rows or none")
+    sp.add_argument("file", help="CSV file, UTF-8; first line: name,born,flags,card,topup")
+    sp.add_argument("--check", action="store_true", help="only check the file; import nothing")
     sp = add(g, "add", cmd_resident_add, "enroll a resident")
     sp.add_argument("name")
     sp.add_argument("--born", required=True, help="birth date YYYY-MM-DD (sets the age group)")

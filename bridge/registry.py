@@ -10,7 +10,7 @@ from bridge import ledger, schema
 from bridge.db import BridgeError, bump
 from protocol import topics, uid as uidtext
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _id(kind, value):
@@ -122,7 +122,7 @@ def add_resident(engine, name, birth_date, flags=(), resident_id=None):
     """Enroll a resident. birth_date 'YYYY-MM-DD'; flags from disabled, dementia,
     preferential. Returns the resident id (generated as R000001... if not given)."""
     from bridge.pricing import FLAGS
-    if not _DATE.match(birth_date or ""):
+    if not DATE.match(birth_date or ""):
         raise BridgeError("birth date %r: write it as YYYY-MM-DD" % (birth_date,))
     flags = [f.strip() for f in flags if f.strip()]
     for f in flags:
