@@ -263,6 +263,31 @@ def cmd_broker_config(args):
     return 0
 
 
+def cmd_cockpit(args):
+    from bridge import cockpit
+    engine = _engine(args)
+    states = None
+    if args.broker:
+        states = cockpit.KioskStates(args.broker, args.user, args.password or os.environ.get("AIXIN_BROKER_PASSWORD"))
+    try:
+        server = cockpit.serve(engine, args.port, args.host, states)
+    except OSError as e:
+        raise BridgeError("cannot listen on %s:%d (%s): is another program using it? try --port" %
+                          (args.host, args.port, e.strerror))
+    print("live operations page: http://%s:%d/   (Ctrl-C to stop)" % (args.host, server.server_address[1]), flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    try:
+        while not done.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    if states:
+        states.stop()
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="aixin", description="Aixin elderly-care card: register kiosks and residents, "
@@ -367,6 +392,14 @@ def build_parser():
                     "127.0.0.1: only the bridge on this host; kiosks use TLS)")
     sp.add_argument("--tls-port", type=int, default=None, help="TLS listener for kiosks, e.g. 8883; "
                     "makes a site CA (ca.crt, for flash.sh --ca) the first time")
+
+    sp = add(sub, "cockpit", cmd_cockpit, "the live operations page: today's services, what "
+             "residents and funds paid, declines, kiosks online, latest taps (a web page)")
+    sp.add_argument("--port", type=int, default=8080)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sp.add_argument("--broker", default=None, help="mqtt://HOST:PORT to show kiosk states (optional)")
+    sp.add_argument("--user", default=None)
+    sp.add_argument("--password", default=None, help="or set AIXIN_BROKER_PASSWORD")
 
     sp = add(sub, "serve", cmd_serve, "run the settlement bridge (until Ctrl-C or SIGTERM)")
     sp.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://HOST:PORT")

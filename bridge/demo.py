@@ -21,9 +21,9 @@ import time
 
 from sqlalchemy import select
 
-from bridge import ledger, registry, reports, schema
+from bridge import cockpit, ledger, registry, reports, schema
 from bridge.db import BridgeError
-from bridge.site import Site
+from bridge.site import BRIDGE_USER, Site
 from protocol import money, reasons
 
 MERCHANTS = [("dongxiao-canteen", "Dongxiao village canteen"), ("caoxiao-canteen", "Caoxiao community canteen"),
@@ -235,6 +235,7 @@ def main(argv=None):
     p.add_argument("--dir", default=os.path.join("var", "demo"),
                    help="the site's folder: database, logs, broker files (default var/demo, emptied first)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--cockpit-port", type=int, default=0, help="port of the live page (default: a free one)")
     args = p.parse_args(argv)
     screen = Screen()
     folder = os.path.abspath(args.dir)
@@ -244,6 +245,7 @@ def main(argv=None):
     screen.banner("Aixin card demo: a site on this machine, no hardware")
     site = Site(folder)
     ok = False
+    page = states = None
     try:
         people = populate(site, rng)
         screen.say("registry: %d merchants, %d kiosks, %d residents with cards (database %s)"
@@ -251,6 +253,9 @@ def main(argv=None):
         site.start()
         screen.say("Mosquitto on 127.0.0.1:%d (per-kiosk accounts and ACL), bridge running (log %s)"
                    % (site.port, os.path.join(folder, "bridge.log")))
+        states = cockpit.KioskStates("mqtt://127.0.0.1:%d" % site.port, BRIDGE_USER, site.bridge_password)
+        page = cockpit.serve(site.engine, args.cockpit_port, states=states)
+        screen.say("live operations page (cockpit): http://127.0.0.1:%d/" % page.server_address[1])
         taps, left = asyncio.run(run(site, people, args.seconds, screen, rng))
         ok = summary(site, taps, left, screen, started)
     except KeyboardInterrupt:
@@ -258,6 +263,10 @@ def main(argv=None):
     except BridgeError as e:
         screen.say("demo failed: %s" % e)
     finally:
+        if page:
+            page.shutdown()
+        if states:
+            states.stop()
         site.stop()
     return 0 if ok else 1
 
