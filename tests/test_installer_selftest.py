@@ -3,7 +3,6 @@ them after Wi-Fi, here on CPython against a real Mosquitto set up by bridge.brok
 with the site CA over TLS: what an installer sees after a flash, before and after the
 broker files are regenerated. (Wi-Fi itself needs a board.)"""
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -14,8 +13,6 @@ from tests.brokers import MOSQUITTO, free_port, stop_process, wait_port
 
 KEY_OLD, KEY_NEW = b"O" * 32, b"N" * 32
 
-pytestmark = pytest.mark.skipif(not os.path.exists(MOSQUITTO) and not shutil.which("mosquitto"),
-                                reason="mosquitto not installed")
 
 
 @pytest.fixture

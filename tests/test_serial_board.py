@@ -2,7 +2,6 @@
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,13 +17,6 @@ MPREMOTE = ROOT / ".venv" / "bin" / "mpremote"
 if not MPREMOTE.exists():  # e.g. a venv elsewhere: the one running pytest
     MPREMOTE = Path(sys.executable).parent / "mpremote"
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which("node") is None, reason="node not installed"),
-    pytest.mark.skipif(
-        not (ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript").exists(),
-        reason="node_modules missing (make test installs it)",
-    ),
-]
 
 
 class Board:
