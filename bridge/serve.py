@@ -1,14 +1,18 @@
 # host-only. The running bridge (DESIGN.md 5, 6a): MQTT in, settle, MQTT out.
 #
-# Threads: paho's network loop only queues messages (a slow on_message would miss
-# keepalives); one worker settles whatever is queued as one database transaction (group
-# commit), then publishes results and settlement records, then acknowledges each swipe to
-# the broker (manual_ack). A crash before the commit means redelivery; after it, a
-# redelivery finds the stored verdict. MQTT gives at-least-once; (kiosk, seq) gives
-# exactly-once booking.
+# One thread does the network and the settling, in turn (paho's external-loop API:
+# socket(), loop_read, loop_write, loop_misc): it reads everything the socket has, settles
+# those swipes as one database transaction (group commit), commits, then publishes results
+# and settlement records, then acknowledges each swipe to the broker (manual_ack). No
+# hand-off between threads, so no GIL convoy per message. A crash before the commit means
+# redelivery; after it, a redelivery finds the stored verdict. MQTT gives at-least-once;
+# (kiosk, seq) gives exactly-once booking. A batch takes milliseconds (at most batch_max
+# swipes), far inside the 30 s keepalive; while the database is down the loop keeps the
+# connection alive between retries.
+import collections
 import json
 import logging
-import queue
+import select
 import socket
 import threading
 import time
@@ -41,6 +45,15 @@ def log_line(fields):
     return " ".join("%s=%s" % (k, v) for k, v in fields.items() if v is not None)
 
 
+def _cork(sock, on):
+    """TCP_CORK (Linux): hold small writes and send them as full segments when cleared."""
+    if sock is not None and hasattr(socket, "TCP_CORK"):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, on)
+        except OSError:
+            pass
+
+
 class Bridge:
     """One bridge process. engine: from bridge.db.connect(). share_group: join an MQTT 5
     shared subscription so several bridges split the swipes (use PostgreSQL then)."""
@@ -54,7 +67,8 @@ class Bridge:
         self.batch_max = batch_max
         self.poll_s = poll_s
         self.session_expiry = session_expiry
-        self.queue = queue.Queue()
+        self._inbox = []  # (topic, payload, mid, qos, generation, t) read, not settled
+        self._reconnect_delay = 1.0
         self.generation = 0  # bumped per connection: an ack is only valid on its own one
         self.connected = threading.Event()
         self.stopping = threading.Event()
@@ -67,18 +81,23 @@ class Bridge:
                                        protocol=mqtt.MQTTv5, manual_ack=True)
         if username:
             c.username_pw_set(username, password)
-        # paho walks its whole in-flight table on every PUBACK (_update_inflight), so a
-        # large window costs CPU per message; 50 in flight is plenty on a LAN (the rest wait
-        # in paho's queue, unbounded: 0).
-        c.max_inflight_messages_set(50)
+        # paho walks its whole in-flight table on every PUBACK when it keeps the window
+        # (_update_inflight): O(window) per message. So paho's window is off (0) and the
+        # bridge keeps its own, O(1) per PUBACK: at most the broker's Receive Maximum
+        # (CONNACK) in flight, the rest wait in self._outbox.
+        c.max_inflight_messages_set(0)
         c.max_queued_messages_set(0)
+        self._outbox = collections.deque()  # (topic, payload, retain) waiting for a slot
+        self._inflight = set()              # mids published through _publish, not acked
+        self._window = 20
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.will_set(topics.BRIDGE_STATE, self._state("offline"), qos=1, retain=True)
         c.on_socket_open = self._on_socket_open
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
-        self._worker = threading.Thread(target=self._work, name="aixin-settle", daemon=True)
+        c.on_publish = self._on_publish
+        self._worker = threading.Thread(target=self._run, name="aixin-bridge", daemon=True)
 
     @property
     def client(self):
@@ -101,6 +120,10 @@ class Bridge:
             log.warning(log_line({"event": "connect_failed", "reason": str(reason_code)}))
             return
         self.generation += 1
+        # MQTT 5: never more unacknowledged QoS 1 publishes than the broker accepts.
+        rmax = getattr(properties, "ReceiveMaximum", None) if properties else None
+        self._window = max(1, min(int(rmax or 65535), 1000))
+        self._inflight.clear()  # paho resends what was in flight; their PUBACKs are spare
         filt = topics.ALL_SWIPES
         if self.share_group:
             filt = topics.shared(self.share_group, filt)
@@ -118,67 +141,137 @@ class Bridge:
 
     def _on_message(self, client, userdata, message):
         # Dispatch here, not with message_callback_add (it ignores $share filters, 6a).
-        self.queue.put((message.topic, message.payload, message.mid, message.qos,
-                        self.generation, time.perf_counter()))
+        self._inbox.append((message.topic, message.payload, message.mid, message.qos,
+                            self.generation, time.perf_counter()))
 
-    # -- worker --
-    def _work(self):
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        self._inflight.discard(mid)
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        """QoS 1 publish through the bridge's window (config.publish_all uses it too)."""
+        self._outbox.append((topic, payload, retain))
+        self._drain_outbox()
+
+    def _drain_outbox(self):
+        outbox, inflight, window = self._outbox, self._inflight, self._window
+        publish = self._client.publish
+        while outbox and len(inflight) < window:
+            topic, payload, retain = outbox.popleft()
+            inflight.add(publish(topic, payload, qos=1, retain=retain).mid)
+
+    # -- the one thread: network and settlement --
+    def _run(self):
+        """Read what the socket has (paho's external-loop API), settle it as one batch,
+        publish and acknowledge, repeat. One thread, so no GIL hand-off per message."""
+        inbox = self._inbox
         while not self.stopping.is_set():
             try:
-                first = self.queue.get(timeout=self.poll_s)
-            except queue.Empty:
-                self._maybe_publish_configs()
+                if self._client.socket() is None:
+                    self._reconnect()
+                    continue
+                self._pump(0 if inbox else self.poll_s)
+            except Exception as e:  # a socket closed under us (stop, tests): go on or leave
+                if self.stopping.is_set():
+                    return
+                log.error(log_line({"event": "loop_error", "error": str(e)[:200]}))
+                self.stopping.wait(0.1)
                 continue
-            batch = [first]
-            while len(batch) < self.batch_max:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            outcomes = None
-            delay = 0.1
-            while outcomes is None:
-                try:
-                    if self._conn is None:  # kept open: no pool round trip per batch
-                        self._conn = self.engine.connect()
-                    outcomes = settlemod.settle_batch(self._conn, [(b[0], b[1]) for b in batch])
-                except Exception as e:
-                    if self._conn is not None:
-                        try:
-                            self._conn.close()
-                        except Exception:
-                            pass
-                        self._conn = None
-                    # Nothing committed, nothing acknowledged: retry the same batch (the
-                    # database may be restarting). Stopping leaves it to redelivery.
-                    log.error(log_line({"event": "batch_failed", "n": len(batch),
-                                        "error": str(e).splitlines()[0][:200]}))
-                    if self.stopping.wait(delay):
-                        return
-                    delay = min(delay * 2, 10)
-            done = time.perf_counter()
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            logging_on = verdict_log.isEnabledFor(logging.INFO)
-            lines = []
-            for item, out in zip(batch, outcomes):
-                if out.result is not None:
-                    self._client.publish(self._topic(topics.results, out.kiosk), out.result,
-                                         qos=1)
-                if out.settlement is not None:
-                    self._client.publish(self._topic(topics.settlements, out.merchant),
-                                         out.settlement, qos=1)
-                if logging_on:
-                    fields = dict(out.log)
-                    fields["ms"] = "%.1f" % ((done - item[5]) * 1000)
-                    lines.append("%s INFO %s" % (stamp, log_line(fields)))
-            if lines:
-                verdict_log.info("\n".join(lines))
-            gen = self.generation
-            for item in batch:
-                if item[3] > 0 and item[4] == gen:
-                    self._client.ack(item[2], item[3])
-            self.settled += len(batch)
+            if inbox:
+                batch = inbox[:self.batch_max]
+                del inbox[:len(batch)]
+                if not self._settle(batch):
+                    return
             self._maybe_publish_configs()
+
+    def _pump(self, timeout):
+        """One round of network I/O: wait up to timeout for the socket, then read all it
+        has (at most batch_max swipes queued), write what is pending, keepalive."""
+        c = self._client
+        sock = c.socket()
+        if sock is None:
+            return
+        r, w, _ = select.select([sock], [sock] if c.want_write() else [], [], timeout)
+        if r:
+            while True:
+                if c.loop_read() != mqtt.MQTT_ERR_SUCCESS or c.socket() is None:
+                    return
+                if len(self._inbox) >= self.batch_max or \
+                        not select.select([sock], [], [], 0)[0]:
+                    break
+        if self._outbox:
+            self._drain_outbox()
+        if w or c.want_write():
+            c.loop_write()
+        c.loop_misc()
+
+    def _reconnect(self):
+        if self.stopping.wait(self._reconnect_delay):
+            return
+        try:
+            self._client.reconnect()
+            self._reconnect_delay = 1.0
+        except OSError as e:
+            log.warning(log_line({"event": "reconnect_failed", "error": str(e)[:200]}))
+            self._reconnect_delay = min(self._reconnect_delay * 2, 30.0)
+
+    def _settle(self, batch):
+        """Settle, commit, publish, acknowledge. False if stopping before a commit."""
+        outcomes = None
+        delay = 0.1
+        while outcomes is None:
+            try:
+                if self._conn is None:  # kept open: no pool round trip per batch
+                    self._conn = self.engine.connect()
+                outcomes = settlemod.settle_batch(self._conn, [(b[0], b[1]) for b in batch])
+            except Exception as e:
+                if self._conn is not None:
+                    try:
+                        self._conn.close()
+                    except Exception:
+                        pass
+                    self._conn = None
+                # Nothing committed, nothing acknowledged: retry the same batch (the
+                # database may be restarting), keeping the connection alive meanwhile.
+                # Stopping leaves it to redelivery.
+                log.error(log_line({"event": "batch_failed", "n": len(batch),
+                                    "error": str(e).splitlines()[0][:200]}))
+                deadline = time.monotonic() + delay
+                while not self.stopping.is_set() and time.monotonic() < deadline:
+                    try:
+                        if self._client.socket() is not None:
+                            self._pump(min(0.2, max(0.0, deadline - time.monotonic())))
+                        else:
+                            self.stopping.wait(0.2)
+                    except Exception:
+                        self.stopping.wait(0.2)
+                if self.stopping.is_set():
+                    return False
+                delay = min(delay * 2, 10)
+        done = time.perf_counter()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        logging_on = verdict_log.isEnabledFor(logging.INFO)
+        lines = []
+        publish = self.publish
+        sock = self._client.socket()
+        _cork(sock, 1)  # results, records and acks leave in full segments, not one each
+        for item, out in zip(batch, outcomes):
+            if out.result is not None:
+                publish(self._topic(topics.results, out.kiosk), out.result, qos=1)
+            if out.settlement is not None:
+                publish(self._topic(topics.settlements, out.merchant), out.settlement, qos=1)
+            if logging_on:
+                fields = dict(out.log)
+                fields["ms"] = "%.1f" % ((done - item[5]) * 1000)
+                lines.append("%s INFO %s" % (stamp, log_line(fields)))
+        if lines:
+            verdict_log.info("\n".join(lines))
+        gen = self.generation
+        for item in batch:
+            if item[3] > 0 and item[4] == gen:
+                self._client.ack(item[2], item[3])
+        _cork(sock, 0)
+        self.settled += len(batch)
+        return True
 
     def _topic(self, build, ident):
         key = (build, ident)
@@ -199,7 +292,7 @@ class Bridge:
             with self.engine.connect() as conn:
                 v = (dbmod.counter(conn, "lists_version"), dbmod.counter(conn, "registry_version"))
             if v != self._versions:
-                n = config.publish_all(self._client, self.engine)
+                n = config.publish_all(self, self.engine)
                 self._versions = v
                 log.info(log_line({"event": "configs_published", "kiosks": n,
                                    "lists_version": v[0]}))
@@ -217,7 +310,6 @@ class Bridge:
         except OSError as e:
             raise BridgeError("cannot reach the broker at %s:%d (%s): is mosquitto running? "
                               "check --broker" % (self.host, self.port, e.strerror or e))
-        self._client.loop_start()
         self._worker.start()
         if timeout and not self.connected.wait(timeout):
             self.stop()
@@ -230,18 +322,22 @@ class Bridge:
         self.stopping.set()
         if self._worker.is_alive():
             self._worker.join(timeout=10)
-        if self._conn is not None and not self._worker.is_alive():
+        if self._worker.is_alive():
+            return  # stuck in the database: leave it to the broker (will message)
+        if self._conn is not None:
             self._conn.close()
             self._conn = None
         try:
-            if self.connected.is_set():
+            if self.connected.is_set() and self._client.socket() is not None:
                 info = self._client.publish(topics.BRIDGE_STATE, self._state("offline"),
                                             qos=1, retain=True)
-                info.wait_for_publish(2)
+                deadline = time.monotonic() + 2
+                while not info.is_published() and time.monotonic() < deadline and \
+                        self._client.socket() is not None:
+                    self._pump(0.1)
             self._client.disconnect()
         except Exception:
             pass
-        self._client.loop_stop()
 
     def __enter__(self):
         return self.start()
