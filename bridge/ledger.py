@@ -12,7 +12,7 @@ import time
 from sqlalchemy import bindparam, func, insert, select, update
 
 from bridge import schema
-from bridge.db import BridgeError
+from bridge.db import BridgeError, InQuery
 from bridge import localtime
 
 CASH = "cash"
@@ -65,9 +65,8 @@ def account_id(conn, code, create=True):
 _a, _t = schema.accounts, schema.transactions
 # Statements built once: on a hot path SQLAlchemy's per-call construction and cache-key
 # work costs more than SQLite itself.
-_LOCK = (select(_a.c.id, _a.c.balance, _a.c.floor)
-         .where(_a.c.id.in_(bindparam("ids", expanding=True))).order_by(_a.c.id)
-         .with_for_update())
+_LOCK = InQuery(lambda ids: select(_a.c.id, _a.c.balance, _a.c.floor)
+               .where(_a.c.id.in_(ids)).order_by(_a.c.id).with_for_update(), ids=_a.c.id)
 _BALANCE = select(_a.c.balance).where(_a.c.code == bindparam("code"))
 _INS_TXN = insert(_t)
 _INS_TXN_KEYED = insert(_t).returning(_t.c.id, _t.c.kiosk_id, _t.c.seq)
@@ -83,7 +82,9 @@ def lock(conn, ids):
     """Lock account rows in id order (PostgreSQL: SELECT ... FOR UPDATE; SQLite's single
     writer already serialises) and return {id: (balance, floor)}. Serialising per account
     is what keeps two bridges from spending one wallet twice (DESIGN.md 6a)."""
-    rows = conn.execute(_LOCK, {"ids": sorted(ids)}).all()
+    if not ids:
+        return {}
+    rows = conn.execute(*_LOCK(ids=sorted(ids))).all()
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
