@@ -18,13 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import and_, func, select
 
-from bridge import localtime, pricing, registry, schema
+from bridge import ledger, localtime, registry, schema
 from protocol import money, reasons, topics
 
 
 def _today_bounds(conn, now):
-    rules = pricing.current(conn)
-    tz = rules.tz if rules else None
+    tz = ledger.site_tz(conn)
     local = localtime.local(now, tz)
     start = local.replace(hour=0, minute=0, second=0, microsecond=0)
     end = start + datetime.timedelta(days=1)

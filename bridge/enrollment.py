@@ -86,7 +86,7 @@ def import_rows(engine, rows, progress=None, every=1000):
                               "Remove those lines or see `aixin history CARD`"
                               % (len(clash), clash[0]["line"], clash[0]["card"]))
         n = conn.execute(select(func.count()).select_from(r)).scalar()
-        tz = ledger._tz(conn)  # the site time zone of the rules in force
+        tz = ledger.site_tz(conn)
         for done, row in enumerate(rows, start=1):
             while True:  # next free R-number (ids given by hand may sit in the sequence)
                 n += 1

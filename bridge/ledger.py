@@ -211,11 +211,12 @@ def topup(engine, resident_id, fen, memo="", now=None):
                               % resident_id)
         now = time.time() if now is None else now
         tid, _ = post(conn, [(CASH, -fen), (wallet(resident_id), fen)], "topup", now,
-                   memo=memo, resident_id=resident_id, tz=_tz(conn))
+                   memo=memo, resident_id=resident_id, tz=site_tz(conn))
         return txn_name(tid)
 
 
-def _tz(conn):
+def site_tz(conn):
+    """The time zone of the rules in force (days for caps and reports), or None."""
     from bridge import pricing
     r = pricing.current(conn)
     return r.tz if r else None
@@ -242,7 +243,7 @@ def reverse(engine, txn, memo="", now=None):
         now = time.time() if now is None else now
         try:
             rid, _ = post(conn, legs, "reversal", now, memo=memo or "reversal of T%d" % txn_id,
-                       tz=_tz(conn), reverses=txn_id, kiosk_id=row["kiosk_id"],
+                       tz=site_tz(conn), reverses=txn_id, kiosk_id=row["kiosk_id"],
                        card_uid=row["card_uid"], resident_id=row["resident_id"],
                        merchant_id=row["merchant_id"], service=row["service"],
                        flagged=row["flagged"], offline=row["offline"])

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, func, insert, select
 
 from bridge import ledger, localtime, pricing, schema
 from bridge.db import InQuery
-from protocol import messages, reasons, signing, topics, utctime
+from protocol import messages, money, reasons, signing, topics, utctime
 
 
 class Outcome:
@@ -377,17 +377,11 @@ def _text(reason, pays, balance, offline, flagged):
     if flagged:
         return "Accepted offline; for review"
     if reason == reasons.OK:
-        text = "Paid %s" % yuan(pays)
+        text = "Paid %s" % money.yuan(pays)
         if balance is not None:
-            text += ", left %s" % yuan(balance)
+            text += ", left %s" % money.yuan(balance)
         return text
     return reasons.display(reason)
-
-
-def yuan(fen):
-    sign = "-" if fen < 0 else ""
-    fen = abs(fen)
-    return "%s%d.%02d" % (sign, fen // 100, fen % 100)
 
 
 def settle_batch(engine, items, now=None):
