@@ -1,7 +1,7 @@
 # Message signing (DESIGN.md 2): HMAC-SHA256 (RFC 2104) written over hashlib.sha256,
 # because MicroPython has no hmac module. The signed bytes are a canonical field string
 # built here and nowhere else, so neither side depends on JSON key order (MicroPython's
-# json.dumps has no sort_keys) or number formatting.
+# json.dumps cannot sort keys) or number formatting.
 import binascii
 import hashlib
 
