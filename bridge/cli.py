@@ -198,10 +198,10 @@ def cmd_report(args):
             f.write(reports.to_csv(rows))
         print("%d rows written to %s" % (len(rows), args.csv))
         return 0
-    print("%-10s %-12s %-14s %-22s %6s %12s" % ("period", "merchant", "service", "payer", "taps",
+    print("%-10s %-24s %-14s %-22s %6s %12s" % ("period", "merchant", "service", "payer", "taps",
                                                 "yuan"))
     for p, m, s, payer, taps, fen in rows:
-        print("%-10s %-12s %-14s %-22s %6d %12s" % (p, m, s, payer, taps, money.yuan(fen)))
+        print("%-10s %-24s %-14s %-22s %6d %12s" % (p, m, s, payer, taps, money.yuan(fen)))
     if not rows:
         print("(no transactions%s)" % (" on " + args.day if args.day else ""))
     return 0
@@ -426,6 +426,9 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and so on: not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except Exception as e:  # an operator should never see a traceback
         print("error: %s: %s\n(unexpected; run with AIXIN_DEBUG=1 for details and report it)"
               % (type(e).__name__, str(e).splitlines()[0] if str(e) else ""), file=sys.stderr)
