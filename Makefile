@@ -34,7 +34,7 @@ node_modules/.installed: package.json package-lock.json
 
 # Type stubs of the ESP32 port, for the static check of firmware/ (tests/test_device_code.py).
 typings/.installed: $(STAMP)
-	$(BIN)/pip install -q --target typings micropython-esp32-stubs
+	$(BIN)/pip install -q --upgrade --target typings micropython-esp32-stubs
 	touch $@
 
 check-tools:
