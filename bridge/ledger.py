@@ -12,7 +12,7 @@ import time
 from sqlalchemy import bindparam, func, insert, select, update
 
 from bridge import schema
-from bridge.db import BridgeError, InQuery
+from bridge.db import BridgeError, InQuery, InsertReturning, Prepared
 from bridge import localtime
 
 CASH = "cash"
@@ -69,10 +69,10 @@ _LOCK = InQuery(lambda ids: select(_a.c.id, _a.c.balance, _a.c.floor)
                .where(_a.c.id.in_(ids)).order_by(_a.c.id).with_for_update(), ids=_a.c.id)
 _BALANCE = select(_a.c.balance).where(_a.c.code == bindparam("code"))
 _INS_TXN = insert(_t)
-_INS_TXN_KEYED = insert(_t).returning(_t.c.id, _t.c.kiosk_id, _t.c.seq)
-_INS_ENTRY = insert(schema.entries)
-_UPD_BAL = update(_a).where(_a.c.id == bindparam("aid")).values(
-    balance=_a.c.balance + bindparam("delta"))
+_INS_TXN_KEYED = InsertReturning(_t, _t.c.id, _t.c.kiosk_id, _t.c.seq)
+_INS_ENTRY = Prepared(insert(schema.entries))
+_UPD_BAL = Prepared(update(_a).where(_a.c.id == bindparam("aid")).values(
+    balance=_a.c.balance + bindparam("delta")))
 _TXN_DEFAULTS = {"kiosk_id": None, "seq": None, "card_uid": None, "resident_id": None,
                  "merchant_id": None, "service": None, "offline": False, "flagged": False,
                  "reverses": None, "reversed_by": None}
@@ -84,7 +84,7 @@ def lock(conn, ids):
     is what keeps two bridges from spending one wallet twice (DESIGN.md 6a)."""
     if not ids:
         return {}
-    rows = conn.execute(*_LOCK(ids=sorted(ids))).all()
+    rows = _LOCK.rows(conn, ids=sorted(ids))
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -120,18 +120,17 @@ class Pending:
             if None not in keyed and len(keyed) == len(self.txns):
                 # One multi-row INSERT; RETURNING order is not guaranteed, so rows are
                 # matched back by (kiosk, seq), unique per booked swipe.
-                for tid, kiosk_id, seq in conn.execute(_INS_TXN_KEYED,
-                                                       [v for _, v in self.txns]):
+                for tid, kiosk_id, seq in _INS_TXN_KEYED.rows(conn, [v for _, v in self.txns]):
                     keyed[(kiosk_id, seq)].id = tid
             else:
                 for ref, v in self.txns:
                     ref.id = conn.execute(_INS_TXN, v).inserted_primary_key[0]
         if self.entries:
-            conn.execute(_INS_ENTRY, [
+            _INS_ENTRY.many(conn, [
                 {"txn_id": t.id if isinstance(t, Deferred) else t, "account_id": aid,
                  "amount": amount} for t, aid, amount in self.entries])
-            conn.execute(_UPD_BAL, [{"aid": aid, "delta": d} for aid, d in
-                                    sorted(self.deltas.items()) if d])
+            _UPD_BAL.many(conn, [{"aid": aid, "delta": d} for aid, d in
+                                 sorted(self.deltas.items()) if d])
         self.entries, self.deltas, self.txns = [], {}, []
 
 

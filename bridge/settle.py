@@ -13,10 +13,10 @@
 import json
 import time
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, or_, select
 
 from bridge import ledger, localtime, pricing, schema
-from bridge.db import InQuery
+from bridge.db import InQuery, Prepared
 from protocol import messages, money, reasons, signing, topics, utctime
 
 
@@ -36,8 +36,8 @@ class Outcome:
 
 
 def _refuse(conn, now, topic, code, kiosk=None, seq=None, field=None):
-    conn.execute(insert(schema.refusals).values(
-        at=int(now), topic=topic[:200], kiosk_id=kiosk, seq=seq, reason=code, field=field))
+    _INS_REFUSAL.many(conn, [dict(at=int(now), topic=topic[:200], kiosk_id=kiosk, seq=seq,
+                                  reason=code, field=field)])
     return Outcome(kiosk, seq, log={"event": "refused", "kiosk": kiosk, "seq": seq,
                                     "reason": code, "field": field})
 
@@ -45,15 +45,16 @@ def _refuse(conn, now, topic, code, kiosk=None, seq=None, field=None):
 _k, _s, _t = schema.kiosks, schema.swipes, schema.transactions
 _c, _r = schema.cards, schema.residents
 # Statements built once (see ledger.py): the hot path only binds values.
-_KIOSK = (select(_k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_base, _k.c.high_seq,
-                 _k.c.enabled).where(_k.c.id == bindparam("kid")).with_for_update())
+_KIOSK = Prepared(select(_k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_base,
+                         _k.c.high_seq, _k.c.enabled)
+                  .where(_k.c.id == bindparam("kid")).with_for_update())
 _KIOSKS_MANY = InQuery(lambda kids: select(
     _k.c.id, _k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_base, _k.c.high_seq,
     _k.c.enabled).where(_k.c.id.in_(kids)).order_by(_k.c.id).with_for_update(), kids=_k.c.id)
-_PRIOR = select(_s.c.mac, _s.c.result, _s.c.settlement, _s.c.reason, _s.c.txn_id).where(
-    _s.c.kiosk_id == bindparam("kid"), _s.c.seq == bindparam("seq"))
-_CARD = (select(_c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
-         .join(_r, _r.c.id == _c.c.resident_id).where(_c.c.uid == bindparam("uid")))
+_PRIOR = Prepared(select(_s.c.mac, _s.c.result, _s.c.settlement, _s.c.reason, _s.c.txn_id)
+                  .where(_s.c.kiosk_id == bindparam("kid"), _s.c.seq == bindparam("seq")))
+_CARD = Prepared(select(_c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
+                 .join(_r, _r.c.id == _c.c.resident_id).where(_c.c.uid == bindparam("uid")))
 # Two INs rather than a row-value IN: SQLite plans the latter as a full scan; this one is
 # index lookups on the primary key (the few extra cross-product rows are dropped in Python).
 _PRIOR_MANY = InQuery(lambda kiosks, seqs: select(
@@ -64,16 +65,18 @@ _CARDS_MANY = InQuery(lambda uids: select(_c.c.uid, _c.c.status, _r.c.id, _r.c.b
                       .join(_r, _r.c.id == _c.c.resident_id).where(_c.c.uid.in_(uids)),
                       uids=_c.c.uid)
 # Uses of a service per local day of a month: booked swipes and flagged ones, not reversed.
-_LIVE = (_t.c.kind.in_(("swipe", "flagged")), _t.c.reversed_by.is_(None),
+_LIVE = (or_(_t.c.kind == "swipe", _t.c.kind == "flagged"), _t.c.reversed_by.is_(None),
          _t.c.local_month == bindparam("month"))
-_COUNTS_ONE = select(_t.c.local_day, func.count()).where(
+_COUNTS_ONE = Prepared(select(_t.c.local_day, func.count()).where(
     _t.c.resident_id == bindparam("rid"), _t.c.service == bindparam("service"), *_LIVE
-).group_by(_t.c.local_day)
-_COUNTS_MANY = select(_t.c.resident_id, _t.c.service, _t.c.local_day, func.count()).where(
-    _t.c.resident_id.in_(bindparam("rids", expanding=True)), *_LIVE
-).group_by(_t.c.resident_id, _t.c.service, _t.c.local_day)
-_INS_SWIPE = insert(_s)
-_RULES_VERSION = select(func.max(schema.rules.c.version))
+).group_by(_t.c.local_day))
+_COUNTS_MANY = InQuery(lambda rids: select(
+    _t.c.resident_id, _t.c.service, _t.c.local_day, func.count()
+).where(_t.c.resident_id.in_(rids), *_LIVE).group_by(
+    _t.c.resident_id, _t.c.service, _t.c.local_day), rids=_t.c.resident_id)
+_INS_SWIPE = Prepared(insert(_s))
+_INS_REFUSAL = Prepared(insert(schema.refusals))
+_RULES_VERSION = Prepared(select(func.max(schema.rules.c.version)))
 _rules_seen = {}  # engine -> the Rules pricing.current returned last
 
 
@@ -82,7 +85,7 @@ def _rules(conn):
     (building and cache-keying that select each batch was ~10% of a small batch's time);
     the rules body is read only when a new version was loaded."""
     rules = _rules_seen.get(conn.engine)
-    if rules is not None and conn.execute(_RULES_VERSION).scalar() == rules.version:
+    if rules is not None and _RULES_VERSION.scalar(conn) == rules.version:
         return rules
     rules = pricing.current(conn)
     if rules is not None:
@@ -119,18 +122,18 @@ class Batch:
         if not keys:
             return
         merchants = set()
-        for row in conn.execute(*_KIOSKS_MANY(kids=sorted({k for k, _ in keys}))):
+        for row in _KIOSKS_MANY.rows(conn, kids=sorted({k for k, _ in keys})):
             self.kiosks[row[0]] = row[1:]
             merchants.add(row[1])
         self.prior = {}
-        for row in conn.execute(*_PRIOR_MANY(kiosks=sorted({k for k, _ in keys}),
-                                                seqs=sorted({q for _, q in keys}))):
+        for row in _PRIOR_MANY.rows(conn, kiosks=sorted({k for k, _ in keys}),
+                                    seqs=sorted({q for _, q in keys})):
             if (row[0], row[1]) in keys:
                 self.prior[(row[0], row[1])] = row[2:]
         for k in keys:
             self.prior.setdefault(k, None)
         self.cards = {u: None for u in uids}
-        for row in conn.execute(*_CARDS_MANY(uids=sorted(uids))) if uids else ():
+        for row in _CARDS_MANY.rows(conn, uids=sorted(uids)) if uids else ():
             self.cards[row[0]] = row[1:]
         residents = sorted({c[1] for c in self.cards.values() if c is not None})
         codes = [ledger.wallet(r) for r in residents] + \
@@ -146,8 +149,8 @@ class Batch:
             for rid in residents:
                 for service in services:
                     self.counts[(rid, service, month)] = {}
-            for rid, service, day, n in conn.execute(_COUNTS_MANY, {"rids": residents,
-                                                                   "month": month}):
+            for rid, service, day, n in _COUNTS_MANY.rows(conn, rids=residents,
+                                                          month=month):
                 self.counts.setdefault((rid, service, month), {})[day] = n
 
     def uses(self, conn, resident_id, service, day, month):
@@ -156,8 +159,8 @@ class Batch:
         days = self.counts.get(key)
         if days is None:
             days = self.counts[key] = {}
-            for d, n in conn.execute(_COUNTS_ONE, {"rid": resident_id, "service": service,
-                                                   "month": month}):
+            for d, n in _COUNTS_ONE.rows(conn, {"rid": resident_id, "service": service,
+                                                "month": month}):
                 days[d] = n
         return sum(days.values()), days.get(day, 0)
 
@@ -174,9 +177,10 @@ class Batch:
         self.pending.flush(conn)
         for out in self.unfinished:
             out.finish()
+            out.finish = None  # the closure refers back to out: no cycle left for the GC
         self.unfinished = []
         if self.swipes:
-            conn.execute(_INS_SWIPE, list(self.swipes.values()))
+            _INS_SWIPE.many(conn, list(self.swipes.values()))
         self.swipes = {}
 
 
@@ -208,7 +212,7 @@ def _settle(conn, topic, payload, now, batch):
         return _refuse(conn, now, topic, reasons.TOPIC_MISMATCH, topic_kiosk, seq, "kiosk")
     kiosk = batch.kiosks.get(kiosk_id)
     if kiosk is None:
-        kiosk = batch.kiosks[kiosk_id] = conn.execute(_KIOSK, {"kid": kiosk_id}).first()
+        kiosk = batch.kiosks[kiosk_id] = _KIOSK.first(conn, {"kid": kiosk_id})
     if kiosk is None:
         return _refuse(conn, now, topic, reasons.UNKNOWN_KIOSK, kiosk_id, seq, "kiosk")
     merchant_id, kiosk_service, key_hex, seq_base, _, enabled = kiosk
@@ -236,7 +240,7 @@ def _settle(conn, topic, payload, now, batch):
     elif batch.prior is not None and (kiosk_id, seq) in batch.prior:
         prior = batch.prior[(kiosk_id, seq)]
     else:
-        prior = conn.execute(_PRIOR, {"kid": kiosk_id, "seq": seq}).first()
+        prior = _PRIOR.first(conn, {"kid": kiosk_id, "seq": seq})
     offline = msg["offline"]
     if prior is not None:
         if signing.equal(prior[0], msg["mac"]):
@@ -258,7 +262,7 @@ def _settle(conn, topic, payload, now, batch):
     if msg["uid"] in batch.cards:
         card = batch.cards[msg["uid"]]
     else:
-        card = conn.execute(_CARD, {"uid": msg["uid"]}).first()
+        card = _CARD.first(conn, {"uid": msg["uid"]})
     if rules is not None and service in rules.services:
         price = rules.price(merchant_id, service) or 0
     if not enabled:
