@@ -37,9 +37,11 @@ try:
 
     def hmac_sha256(key, msg):
         """HMAC-SHA256 of msg (bytes) under key (bytes) -> 32-byte digest."""
-        return _native.new(bytes(key), bytes(msg), hashlib.sha256).digest()
+        return _native.digest(bytes(key), bytes(msg), "sha256")  # one C call
+    _compare = _native.compare_digest
 except ImportError:
     hmac_sha256 = hmac_sha256_pure
+    _compare = None
 
 
 def equal(a, b):
@@ -48,6 +50,8 @@ def equal(a, b):
         a = a.encode()
     if isinstance(b, str):
         b = b.encode()
+    if _compare is not None:
+        return _compare(a, b)
     diff = len(a) ^ len(b)
     for i in range(min(len(a), len(b))):
         diff |= a[i] ^ b[i]
