@@ -102,6 +102,7 @@ class Prepared:
             else:
                 cur.execute(sql, args)
         except conn.dialect.loaded_dbapi.Error as e:
+            cur.close()
             raise exc.DBAPIError.instance(sql, args, e, conn.dialect.loaded_dbapi.Error,
                                           dialect=conn.dialect) from e
         return cur
@@ -110,7 +111,9 @@ class Prepared:
         """All rows of a query (or of INSERT ... RETURNING), as tuples."""
         sql, names, procs, fixed = self._compile(conn)
         cur = self._run(conn, sql, self._bind(names, procs, fixed, params or {}))
-        return cur.fetchall() if cur.description else []
+        rows = cur.fetchall() if cur.description else []
+        cur.close()
+        return rows
 
     def first(self, conn, params=None):
         rows = self.rows(conn, params)
@@ -127,7 +130,7 @@ class Prepared:
         keys = tuple(sorted(param_list[0]))
         sql, names, procs, fixed = self._compile(conn, keys)
         self._run(conn, sql, [self._bind(names, procs, fixed, p) for p in param_list],
-                  many=True)
+                  many=True).close()
 
 
 class InQuery:
