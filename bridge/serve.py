@@ -61,7 +61,7 @@ class _Matcher(MQTTMatcher):
 
 def quiet_client(client):
     """Give a paho Client the matcher above (paho 2.x keeps it in _on_message_filtered;
-    tests/test_bridge_settle.py checks the attribute is still there)."""
+    tests/test_bridge_hot_path.py checks the attribute is still there)."""
     client._on_message_filtered = _Matcher()
     return client
 
