@@ -24,7 +24,8 @@ if REPO not in sys.path:
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from bridge.serve import quiet_client  # noqa: E402
+from bridge import mqtt_io  # noqa: E402
+from bridge.mqtt_io import quiet_client  # noqa: E402
 from tests.brokers import (bridge_env, seed_site, start_bridge_process,  # noqa: E402
                            start_mosquitto, stop_process, wait_log)
 
@@ -66,20 +67,31 @@ def _client(client_id, **kw):
 
 # -- the raw echo: what a bridge that did no work at all would cost --
 def echo_server(port):
-    """QoS 1 echo shaped like the bridge: swipes in, result out, manual ack after."""
-    c = _client("bench-echo", manual_ack=True)
+    """QoS 1 echo shaped like the bridge: the same client class and loop (mqtt_io: reads
+    from memory, held writes), swipes in, result out, manual ack after; no settling."""
+    c = mqtt_io.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-echo",
+                       protocol=mqtt.MQTTv5, manual_ack=True)
+    c.on_socket_open = _nodelay
+    inbox = []
+    c.on_message = lambda client, userdata, m: inbox.append(m)
 
-    def on_message(client, userdata, m):
-        kiosk = m.topic.split("/")[3]
-        client.publish(ECHO_TOPIC % (kiosk, "results"), m.payload, qos=1)
-        client.ack(m.mid, m.qos)
-
-    c.on_message = on_message
-    c.on_connect = lambda cl, ud, fl, rc, pr: cl.subscribe(ECHO_TOPIC % ("+", "swipes"), qos=1)
+    def on_connect(client, userdata, flags, reason_code, properties):
+        client.window_from(properties)
+        client.subscribe(ECHO_TOPIC % ("+", "swipes"), qos=1)
+    c.on_connect = on_connect
     c.connect("127.0.0.1", port)
     print("echo ready", flush=True)
-    signal.signal(signal.SIGTERM, lambda *a: c.disconnect())
-    c.loop_forever()
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    while not stop and c.pump(0 if inbox else 1.0, lambda: len(inbox) < 500):
+        if inbox:
+            c.hold()
+            for m in inbox:
+                c.queue(ECHO_TOPIC % (m.topic.split("/")[3], "results"), m.payload)
+                c.ack(m.mid, m.qos)
+            del inbox[:]
+            c.release()
+    c.disconnect()
 
 
 class Loader:

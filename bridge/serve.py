@@ -9,22 +9,19 @@
 # (kiosk, seq) gives exactly-once booking. A batch takes milliseconds (at most batch_max
 # swipes), far inside the 30 s keepalive; while the database is down the loop keeps the
 # connection alive between retries.
-import collections
 import gc
 import json
 import logging
-import select
 import socket
 import threading
 import time
 import urllib.parse
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge import VERSION, config, db as dbmod, settle as settlemod
+from bridge import VERSION, config, db as dbmod, mqtt_io, settle as settlemod
 from bridge.db import BridgeError
 from protocol import topics, utctime
 
@@ -47,25 +44,6 @@ def log_line(fields):
     return " ".join("%s=%s" % (k, v) for k, v in fields.items() if v is not None)
 
 
-class _Matcher(MQTTMatcher):
-    """paho's topic matcher for message_callback_add. Its iter_match builds a closure that
-    refers to itself, run for every message received: one reference cycle per message,
-    left to the cyclic GC (with gen2 pauses of 35-90 ms under load). The bridge adds no
-    filtered callbacks, so while there are none there is nothing to match."""
-
-    def iter_match(self, topic):
-        if not self._root._children:
-            return ()
-        return super().iter_match(topic)
-
-
-def quiet_client(client):
-    """Give a paho Client the matcher above (paho 2.x keeps it in _on_message_filtered;
-    tests/test_bridge_hot_path.py checks the attribute is still there)."""
-    client._on_message_filtered = _Matcher()
-    return client
-
-
 def tune_gc():
     """For the bridge's own process (aixin serve), once it has started. Everything loaded
     by then (SQLAlchemy, paho, the schema) lives as long as the process: out of the
@@ -76,15 +54,6 @@ def tune_gc():
     second under load, each one a p99 at 500 swipes/s."""
     gc.freeze()
     gc.set_threshold(700, 10, 1000)
-
-
-def _cork(sock, on):
-    """TCP_CORK (Linux): hold small writes and send them as full segments when cleared."""
-    if sock is not None and hasattr(socket, "TCP_CORK"):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, on)
-        except OSError:
-            pass
 
 
 class Bridge:
@@ -110,27 +79,17 @@ class Bridge:
         self._versions_checked = 0.0
         self._topics = {}
         self._conn = None
-        self._client = c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+        self.checkpointer = dbmod.Checkpointer(engine)
+        self._client = c = mqtt_io.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                        protocol=mqtt.MQTTv5, manual_ack=True)
-        quiet_client(c)
         if username:
             c.username_pw_set(username, password)
-        # paho walks its whole in-flight table on every PUBACK when it keeps the window
-        # (_update_inflight): O(window) per message. So paho's window is off (0) and the
-        # bridge keeps its own, O(1) per PUBACK: at most the broker's Receive Maximum
-        # (CONNACK) in flight, the rest wait in self._outbox.
-        c.max_inflight_messages_set(0)
-        c.max_queued_messages_set(0)
-        self._outbox = collections.deque()  # (topic, payload, retain) waiting for a slot
-        self._inflight = set()              # mids published through _publish, not acked
-        self._window = 20
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.will_set(topics.BRIDGE_STATE, self._state("offline"), qos=1, retain=True)
         c.on_socket_open = self._on_socket_open
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
-        c.on_publish = self._on_publish
         self._worker = threading.Thread(target=self._run, name="aixin-bridge", daemon=True)
 
     @property
@@ -154,10 +113,7 @@ class Bridge:
             log.warning(log_line({"event": "connect_failed", "reason": str(reason_code)}))
             return
         self.generation += 1
-        # MQTT 5: never more unacknowledged QoS 1 publishes than the broker accepts.
-        rmax = getattr(properties, "ReceiveMaximum", None) if properties else None
-        self._window = max(1, min(int(rmax or 65535), 1000))
-        self._inflight.clear()  # paho resends what was in flight; their PUBACKs are spare
+        client.window_from(properties)
         filt = topics.ALL_SWIPES
         if self.share_group:
             filt = topics.shared(self.share_group, filt)
@@ -178,20 +134,9 @@ class Bridge:
         self._inbox.append((message.topic, message.payload, message.mid, message.qos,
                             self.generation, time.perf_counter()))
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
-        self._inflight.discard(mid)
-
     def publish(self, topic, payload, qos=1, retain=False):
-        """QoS 1 publish through the bridge's window (config.publish_all uses it too)."""
-        self._outbox.append((topic, payload, retain))
-        self._drain_outbox()
-
-    def _drain_outbox(self):
-        outbox, inflight, window = self._outbox, self._inflight, self._window
-        publish = self._client.publish
-        while outbox and len(inflight) < window:
-            topic, payload, retain = outbox.popleft()
-            inflight.add(publish(topic, payload, qos=1, retain=retain).mid)
+        """QoS 1 publish through the client's window (config.publish_all uses it too)."""
+        self._client.queue(topic, payload, retain)
 
     # -- the one thread: network and settlement --
     def _run(self):
@@ -218,25 +163,12 @@ class Bridge:
             self._maybe_publish_configs()
 
     def _pump(self, timeout):
-        """One round of network I/O: wait up to timeout for the socket, then read all it
-        has (at most batch_max swipes queued), write what is pending, keepalive."""
-        c = self._client
-        sock = c.socket()
-        if sock is None:
-            return
-        r, w, _ = select.select([sock], [sock] if c.want_write() else [], [], timeout)
-        if r:
-            while True:
-                if c.loop_read() != mqtt.MQTT_ERR_SUCCESS or c.socket() is None:
-                    return
-                if len(self._inbox) >= self.batch_max or \
-                        not select.select([sock], [], [], 0)[0]:
-                    break
-        if self._outbox:
-            self._drain_outbox()
-        if w or c.want_write():
-            c.loop_write()
-        c.loop_misc()
+        """One round of network I/O (mqtt_io.Client.pump): read what the socket has, up
+        to batch_max swipes queued; publish what waits for a window slot; keepalive."""
+        self._client.pump(timeout, self._room)
+
+    def _room(self):
+        return len(self._inbox) < self.batch_max
 
     def _reconnect(self):
         if self.stopping.wait(self._reconnect_delay):
@@ -255,7 +187,7 @@ class Bridge:
         while outcomes is None:
             try:
                 if self._conn is None:  # kept open: no pool round trip per batch
-                    self._conn = self.engine.connect()
+                    self._conn = self.checkpointer.hot_connection(self.engine.connect())
                 outcomes = settlemod.settle_batch(self._conn, [(b[0], b[1]) for b in batch])
             except Exception as e:
                 if self._conn is not None:
@@ -285,14 +217,13 @@ class Bridge:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         logging_on = verdict_log.isEnabledFor(logging.INFO)
         lines = []
-        publish = self.publish
-        sock = self._client.socket()
-        _cork(sock, 1)  # results, records and acks leave in full segments, not one each
+        queue = self._client.queue
+        self._client.hold()  # results, records and acks leave in few send()s, not one each
         for item, out in zip(batch, outcomes):
             if out.result is not None:
-                publish(self._topic(topics.results, out.kiosk), out.result, qos=1)
+                queue(self._topic(topics.results, out.kiosk), out.result)
             if out.settlement is not None:
-                publish(self._topic(topics.settlements, out.merchant), out.settlement, qos=1)
+                queue(self._topic(topics.settlements, out.merchant), out.settlement)
             if logging_on:
                 fields = dict(out.log)
                 fields["ms"] = "%.1f" % ((done - item[5]) * 1000)
@@ -303,7 +234,7 @@ class Bridge:
         for item in batch:
             if item[3] > 0 and item[4] == gen:
                 self._client.ack(item[2], item[3])
-        _cork(sock, 0)
+        self._client.release()
         self.settled += len(batch)
         return True
 
@@ -345,6 +276,7 @@ class Bridge:
             raise BridgeError("cannot reach the broker at %s:%d (%s): is mosquitto running? "
                               "check --broker" % (self.host, self.port, e.strerror or e))
         self._worker.start()
+        self.checkpointer.start()
         if timeout and not self.connected.wait(timeout):
             self.stop()
             raise BridgeError("broker at %s:%d did not accept the connection: check --user/"
@@ -356,6 +288,7 @@ class Bridge:
         self.stopping.set()
         if self._worker.is_alive():
             self._worker.join(timeout=10)
+        self.checkpointer.stop()
         if self._worker.is_alive():
             return  # stuck in the database: leave it to the broker (will message)
         if self._conn is not None:

@@ -7,16 +7,13 @@ ALL_STATES = ROOT + "kiosks/+/state"
 
 KINDS = ("swipes", "results", "state", "config")
 _MAX_ID = 32
+_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def valid_id(name):
     """Kiosk and merchant ids: 1-32 of [A-Za-z0-9_-]; no MQTT wildcards or separators."""
-    if not isinstance(name, str) or not 0 < len(name) <= _MAX_ID:
-        return False
-    for ch in name:
-        if not (ch.isalpha() and ord(ch) < 128 or ch.isdigit() or ch in "-_"):
-            return False
-    return True
+    # strip() leaves exactly what is not allowed (one C call; checked several times a swipe)
+    return isinstance(name, str) and 0 < len(name) <= _MAX_ID and not name.strip(_ID_CHARS)
 
 
 def _check(name):

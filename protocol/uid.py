@@ -15,12 +15,8 @@ def uid_hex(uid):
 
 def is_uid_text(text):
     """True if text is a UID in its canonical form (upper-case hex of 4, 7 or 10 bytes)."""
-    if not isinstance(text, str) or len(text) not in (8, 14, 20):
-        return False
-    for ch in text:
-        if ch not in "0123456789ABCDEF":
-            return False
-    return True
+    return isinstance(text, str) and len(text) in (8, 14, 20) and \
+        not text.strip("0123456789ABCDEF")  # what strip() leaves is not upper-case hex
 
 
 def uid_bytes(text):

@@ -9,7 +9,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import exc, insert, select
 
-from bridge import db, ledger, schema, serve, settle
+from bridge import db, ledger, mqtt_io, schema, settle
 from protocol import messages, utctime
 
 from tests.brokers import seed_site
@@ -47,8 +47,8 @@ def test_settling_leaves_no_reference_cycles(tmp_path):
 
 def test_paho_client_gets_a_matcher_without_cycles():
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    assert hasattr(c, "_on_message_filtered"), "paho renamed its matcher: see serve._Matcher"
-    serve.quiet_client(c)
+    assert hasattr(c, "_on_message_filtered"), "paho renamed its matcher: see mqtt_io._Matcher"
+    mqtt_io.quiet_client(c)
     assert list(c._on_message_filtered.iter_match("aixin/v1/kiosks/K1/swipes")) == []
     seen = []
     c.message_callback_add("aixin/v1/kiosks/+/swipes", seen.append)  # still works if used
