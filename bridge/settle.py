@@ -403,7 +403,7 @@ def settle_batch(engine, items, now=None):
             with engine.begin() as tx:
                 conn = tx if hasattr(tx, "execute") else engine
                 batch = Batch(_rules(conn))
-                if not careful:
+                if not careful and len(items) > 1:  # one swipe: its own lookups are cheaper
                     batch.prefetch(conn, [p for _, p in items], now or time.time())
                 for topic, payload in items:
                     if not careful:
