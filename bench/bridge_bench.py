@@ -86,12 +86,11 @@ def echo_server(port):
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     while not stop and c.pump(0 if inbox else 1.0, lambda: len(inbox) < 500):
         if inbox:
-            c.hold()
-            for m in inbox:
-                c.queue(ECHO_TOPIC % (m.topic.split("/")[3], "results"), m.payload)
-                c.ack(m.mid, m.qos)
+            with c.held():
+                for m in inbox:
+                    c.queue(ECHO_TOPIC % (m.topic.split("/")[3], "results"), m.payload)
+                    c.ack(m.mid, m.qos)
             del inbox[:]
-            c.release()
     c.disconnect()
 
 

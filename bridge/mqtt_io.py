@@ -14,6 +14,7 @@
 # offers no hook for it, so it overrides paho's two socket methods (_sock_recv,
 # _sock_send); tests/test_bridge_hot_path.py checks they are still there and used.
 import collections
+import contextlib
 import select
 
 import paho.mqtt.client as mqtt
@@ -87,19 +88,21 @@ class Client(mqtt.Client):
         return self._rpos < len(self._rbuf)
 
     # -- writing --
-    def hold(self):
-        """Keep what paho sends from now on in memory, until release()."""
+    @contextlib.contextmanager
+    def held(self):
+        """Inside: what paho sends is kept in memory. On leaving (an exception too): it is
+        sent, in as few send() calls as the socket allows."""
         self._holding = True
-
-    def release(self):
-        """Send what was held, in as few send() calls as the socket allows."""
-        self._holding = False
-        self.flush()
+        try:
+            yield self
+        finally:
+            self._holding = False
+            self.flush()
 
     def _sock_send(self, buf):
         if not self._holding and not self._wbuf:
             return super()._sock_send(buf)
-        self._wbuf += buf  # taken: it leaves in order, on release() or the next write
+        self._wbuf += buf  # taken: it leaves in order, on leaving held() or the next write
         if not self._holding:
             self.flush()
         return len(buf)
@@ -175,9 +178,8 @@ class Client(mqtt.Client):
                         not select.select([sock], [], [], 0)[0]:
                     break
         if self._outbox:
-            self.hold()
-            self.drain()
-            self.release()
+            with self.held():
+                self.drain()
         if w or self.want_write():
             self.loop_write()
         self.loop_misc()

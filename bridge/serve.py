@@ -218,23 +218,22 @@ class Bridge:
         logging_on = verdict_log.isEnabledFor(logging.INFO)
         lines = []
         queue = self._client.queue
-        self._client.hold()  # results, records and acks leave in few send()s, not one each
-        for item, out in zip(batch, outcomes):
-            if out.result is not None:
-                queue(self._topic(topics.results, out.kiosk), out.result)
-            if out.settlement is not None:
-                queue(self._topic(topics.settlements, out.merchant), out.settlement)
-            if logging_on:
-                fields = dict(out.log)
-                fields["ms"] = "%.1f" % ((done - item[5]) * 1000)
-                lines.append("%s INFO %s" % (stamp, log_line(fields)))
+        with self._client.held():  # results, records and acks leave in few send()s
+            for item, out in zip(batch, outcomes):
+                if out.result is not None:
+                    queue(self._topic(topics.results, out.kiosk), out.result)
+                if out.settlement is not None:
+                    queue(self._topic(topics.settlements, out.merchant), out.settlement)
+                if logging_on:
+                    fields = dict(out.log)
+                    fields["ms"] = "%.1f" % ((done - item[5]) * 1000)
+                    lines.append("%s INFO %s" % (stamp, log_line(fields)))
+            gen = self.generation
+            for item in batch:
+                if item[3] > 0 and item[4] == gen:
+                    self._client.ack(item[2], item[3])
         if lines:
             verdict_log.info("\n".join(lines))
-        gen = self.generation
-        for item in batch:
-            if item[3] > 0 and item[4] == gen:
-                self._client.ack(item[2], item[3])
-        self._client.release()
         self.settled += len(batch)
         return True
 

@@ -99,11 +99,10 @@ def test_held_writes_leave_on_release_in_order(tmp_path, counted):
         time.sleep(0.3)
         c = _io(port, "io-pub")
         counted["send"] = 0
-        c.hold()
-        for i in range(200):
-            c.queue(TOPIC, str(i).encode())
-        assert counted["send"] == 0  # nothing left while held
-        c.release()
+        with c.held():
+            for i in range(200):
+                c.queue(TOPIC, str(i).encode())
+            assert counted["send"] == 0  # nothing left while held
         assert counted["send"] <= 3  # one send() for the lot, unless the socket was full
         _pump_until(c, lambda: len(got) == 200 and not c._inflight)
         assert got == list(range(200))
@@ -121,12 +120,30 @@ def test_held_writes_larger_than_the_socket_buffer_all_arrive(tmp_path):
         time.sleep(0.3)
         c = _io(port, "io-pub")
         pad = b"x" * 20000
-        c.hold()
-        for i in range(400):  # 8 MB: far more than one send() takes
-            c.queue(TOPIC, b"%06d" % i + pad)
-        c.release()
+        with c.held():
+            for i in range(400):  # 8 MB: far more than one send() takes
+                c.queue(TOPIC, b"%06d" % i + pad)
         _pump_until(c, lambda: len(got) == 400, timeout=30)
         assert got == list(range(400))
+        listener.disconnect()
+        listener.loop_stop()
+        c.disconnect()
+
+
+def test_an_error_while_held_still_sends_and_stops_holding(tmp_path):
+    with mosquitto(tmp_path) as port:
+        got = []
+        listener = _plain(port, "io-listen")
+        listener.on_message = lambda cl, ud, m: got.append(int(m.payload))
+        listener.subscribe(TOPIC, qos=1)
+        time.sleep(0.3)
+        c = _io(port, "io-pub")
+        with pytest.raises(RuntimeError):
+            with c.held():
+                c.queue(TOPIC, b"1")
+                raise RuntimeError("a bug while publishing a batch")
+        c.queue(TOPIC, b"2")  # not held any more
+        _pump_until(c, lambda: got == [1, 2])
         listener.disconnect()
         listener.loop_stop()
         c.disconnect()
