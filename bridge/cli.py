@@ -240,9 +240,15 @@ def cmd_serve(args):
     bridge.start(timeout=args.connect_timeout)
     tune_gc()
     print("bridge serving; stop with Ctrl-C", flush=True)
-    while not done.wait(1):
+    while not done.wait(1) and not bridge.failed:
         pass
     bridge.stop()
+    if bridge.failed:
+        raise BridgeError("the bridge stopped on an unexpected error (logged above, event="
+                          "bridge_failed) after %d messages. Nothing booked is lost and the "
+                          "broker will deliver unanswered swipes again: start `aixin serve` "
+                          "again (a service manager does it with Restart=always), and report "
+                          "the log lines." % bridge.settled)
     print("bridge stopped after %d messages" % bridge.settled, flush=True)
     return 0
 

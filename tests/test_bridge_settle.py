@@ -341,3 +341,68 @@ def test_broker_redelivery_after_crash_books_once(tmp_path, broker):
     finally:
         k.close()
         second.stop()
+
+
+class BrokenAfterCommitBridge(Bridge):
+    """A bridge with a bug between the commit and the publishing of the results."""
+
+    def _topic(self, build, ident):
+        raise RuntimeError("a bug after the commit")
+
+
+def test_an_error_after_the_commit_stops_the_bridge_and_loses_nothing(tmp_path, broker):
+    engine, info = seed_site(tmp_path / "aixin.db")
+    url = "mqtt://127.0.0.1:%d" % broker
+    first = BrokenAfterCommitBridge(engine, url, client_id="bridge-y", poll_s=0.2).start()
+    k = Kiosk(broker, "K1", info["keys"]["K1"])
+    try:
+        m = k.swipe(info["cards"]["young"])
+        deadline = time.time() + 5
+        while not first.failed:
+            assert time.time() < deadline, "the bridge did not report its failure"
+            time.sleep(0.05)
+        first._worker.join(5)
+        assert not first._worker.is_alive()  # stopped, not running half-working
+        assert k.wait(m["seq"], timeout=0.5) is None
+        first.stop()
+        second = Bridge(engine, url, client_id="bridge-y", poll_s=0.2).start()
+        try:  # the broker delivers the unacknowledged swipe again; the stored verdict answers
+            assert k.wait(m["seq"]) is not None
+            t = schema.transactions
+            assert count(engine, t, t.c.kind == "swipe") == 1
+            assert ledger.check(engine)["ok"]
+        finally:
+            second.stop()
+    finally:
+        k.close()
+
+
+def test_aixin_serve_exits_non_zero_with_advice_when_the_bridge_fails(tmp_path, broker,
+                                                                      monkeypatch, capsys):
+    import gc
+    import logging
+    import signal
+    import threading
+
+    from bridge import cli
+    engine, info = seed_site(tmp_path / "aixin.db")
+    monkeypatch.setattr(Bridge, "_topic", BrokenAfterCommitBridge._topic)
+    k = Kiosk(broker, "K1", info["keys"]["K1"])
+    swiper = threading.Timer(1.0, lambda: k.swipe(info["cards"]["young"]))
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    verdicts = logging.getLogger("aixin.verdicts")
+    logs = logging.root.handlers[:], verdicts.handlers[:], verdicts.propagate
+    swiper.start()
+    try:
+        code = cli.main(["--db", str(tmp_path / "aixin.db"), "serve", "--broker",
+                         "mqtt://127.0.0.1:%d" % broker, "--client-id", "cli-y"])
+    finally:
+        swiper.cancel()
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+        gc.unfreeze()  # aixin serve froze this test process's objects (tune_gc)
+        logging.root.handlers[:], verdicts.handlers[:], verdicts.propagate = logs
+        k.close()
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "start `aixin serve` again" in err and "Traceback" not in err
