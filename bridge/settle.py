@@ -65,8 +65,14 @@ _CARDS_MANY = InQuery(lambda uids: select(_c.c.uid, _c.c.status, _r.c.id, _r.c.b
                       .join(_r, _r.c.id == _c.c.resident_id).where(_c.c.uid.in_(uids)),
                       uids=_c.c.uid)
 # Uses of a service per local day of a month: booked swipes and flagged ones, not reversed.
+# The month as a range of days, so the count is a range scan of ix_txn_caps.
 _LIVE = (or_(_t.c.kind == "swipe", _t.c.kind == "flagged"), _t.c.reversed_by.is_(None),
-         _t.c.local_month == bindparam("month"))
+         _t.c.local_day >= bindparam("first_day"), _t.c.local_day <= bindparam("last_day"))
+
+
+def _month_days(month):
+    """'2026-11' -> the binds of _LIVE: every 'YYYY-MM-DD' of that month lies between."""
+    return {"first_day": month + "-01", "last_day": month + "-31"}
 _COUNTS_ONE = Prepared(select(_t.c.local_day, func.count()).where(
     _t.c.resident_id == bindparam("rid"), _t.c.service == bindparam("service"), *_LIVE
 ).group_by(_t.c.local_day))
@@ -150,7 +156,7 @@ class Batch:
                 for service in services:
                     self.counts[(rid, service, month)] = {}
             for rid, service, day, n in _COUNTS_MANY.rows(conn, rids=residents,
-                                                          month=month):
+                                                          **_month_days(month)):
                 self.counts.setdefault((rid, service, month), {})[day] = n
 
     def uses(self, conn, resident_id, service, day, month):
@@ -159,8 +165,8 @@ class Batch:
         days = self.counts.get(key)
         if days is None:
             days = self.counts[key] = {}
-            for d, n in _COUNTS_ONE.rows(conn, {"rid": resident_id, "service": service,
-                                                "month": month}):
+            for d, n in _COUNTS_ONE.rows(conn, dict(_month_days(month), rid=resident_id,
+                                                    service=service)):
                 days[d] = n
         return sum(days.values()), days.get(day, 0)
 

@@ -90,3 +90,47 @@ def test_insert_returning_in_power_of_two_chunks(tmp_path):
         assert len({i for i, _ in got}) == 37
         stored = dict(conn.execute(select(t.c.id, t.c.seq).where(t.c.kiosk_id == "X")).all())
     assert stored == dict(got)
+
+
+def test_monthly_cap_counts_the_local_month_by_its_days(tmp_path):
+    engine, info = seed_site(tmp_path / "a.db", kiosks=(("B1", "bath"),))
+    key = info["keys"]["B1"]
+    ledger.topup(engine, "R000002", 20000)  # "old": six baths' worth
+
+    def bath(seq, when):  # online: booked at the bridge's time, `when`
+        msg = messages.swipe("B1", seq, utctime.iso(when), info["cards"]["old"], "uid", "bath",
+                             False, key)
+        out, = settle.settle_batch(engine, [("aixin/v1/kiosks/B1/swipes",
+                                             json.dumps(msg).encode())], now=when)
+        return json.loads(out.result)["reason"]
+
+    noon = utctime.parse("2026-11-02T04:00:00Z")  # 12:00 in Asia/Shanghai
+    day = 86400
+    # 4 a month (default rules); November 1 in Shanghai is still October 31 in UTC at 20:00
+    got = [bath(1, utctime.parse("2026-10-31T20:00:00Z"))] + \
+        [bath(2 + i, noon + i * day) for i in range(3)] + [bath(5, noon + 27 * day)]
+    assert got == ["ok"] * 4 + ["monthly_cap"]
+    assert bath(6, utctime.parse("2026-11-30T16:30:00Z")) == "ok"  # Dec 1, 00:30 local
+    assert ledger.check(engine)["ok"]
+
+
+def test_migration_3_drops_the_month_index_and_caps_use_ix_txn_caps(tmp_path):
+    path = str(tmp_path / "old.db")
+    engine = db.connect(path)
+    with engine.begin() as conn:  # a database as version 2 left it
+        conn.exec_driver_sql("CREATE INDEX ix_txn_month ON transactions "
+                             "(resident_id, service, local_month)")
+        conn.exec_driver_sql("DELETE FROM schema_version WHERE version = 3")
+    engine.dispose()
+    engine = db.connect(path)
+    with engine.connect() as conn:
+        assert schema.current_version(conn) == 3
+        names = {r[0] for r in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "ix_txn_month" not in names and "ix_txn_caps" in names
+        sql, order, procs, fixed = settle._COUNTS_ONE._compile(conn)
+        args = db.Prepared._bind(order, procs, fixed, dict(settle._month_days("2026-11"),
+                                                           rid="R000001", service="bath"))
+        plan = " ".join(str(r) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql,
+                                                               tuple(args)))
+        assert "ix_txn_caps" in plan, plan
