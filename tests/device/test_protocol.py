@@ -85,6 +85,9 @@ def test_result_mac_cannot_pass_as_swipe():
 
 def test_separator_in_signed_field_refused():
     raises(ValueError, signing.signing_string, "swipe", {"kiosk": "a|b"})
+    raises(ValueError, signing.signing_string, "swipe", {"offline": "|"})  # the last field
+    raises(ValueError, signing.signing_string, "result", {"txn": "T1\nT2"})
+    raises(ValueError, signing.signing_string, "swipe", {"uid": "\n"})
 
 
 def test_constant_time_equal():
