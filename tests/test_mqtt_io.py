@@ -2,6 +2,7 @@
 # QoS 1 window; and db.Checkpointer against a real SQLite file. Each test counts the
 # socket calls paho makes underneath, so it fails if the overrides stop taking effect
 # (a paho upgrade renaming _sock_recv/_sock_send, say).
+import contextlib
 import os
 import time
 from types import SimpleNamespace
@@ -44,6 +45,25 @@ def _pump_until(c, done, timeout=10.0):
     while not done():
         assert time.monotonic() < deadline, "timed out"
         c.pump(0.05)
+
+
+@contextlib.contextmanager
+def _publisher_and_listener(tmp_path):
+    """A broker, an mqtt_io client to publish on TOPIC, and the numbers a plain paho client
+    listening there received, in order."""
+    with mosquitto(tmp_path) as port:
+        got = []
+        listener = _plain(port, "io-listen")
+        listener.on_message = lambda cl, ud, m: got.append(int(m.payload[:6]))
+        listener.subscribe(TOPIC, qos=1)
+        time.sleep(0.3)
+        c = _io(port, "io-pub")
+        try:
+            yield c, got
+        finally:
+            c.disconnect()
+            listener.disconnect()
+            listener.loop_stop()
 
 
 @pytest.fixture
@@ -91,13 +111,7 @@ def test_reads_many_packets_per_recv_in_order(tmp_path, counted):
 
 
 def test_held_writes_leave_on_release_in_order(tmp_path, counted):
-    with mosquitto(tmp_path) as port:
-        got = []
-        listener = _plain(port, "io-listen")
-        listener.on_message = lambda cl, ud, m: got.append(int(m.payload))
-        listener.subscribe(TOPIC, qos=1)
-        time.sleep(0.3)
-        c = _io(port, "io-pub")
+    with _publisher_and_listener(tmp_path) as (c, got):
         counted["send"] = 0
         with c.held():
             for i in range(200):
@@ -106,57 +120,30 @@ def test_held_writes_leave_on_release_in_order(tmp_path, counted):
         assert counted["send"] <= 3  # one send() for the lot, unless the socket was full
         _pump_until(c, lambda: len(got) == 200 and not c._inflight)
         assert got == list(range(200))
-        listener.disconnect()
-        listener.loop_stop()
-        c.disconnect()
 
 
 def test_held_writes_larger_than_the_socket_buffer_all_arrive(tmp_path):
-    with mosquitto(tmp_path) as port:
-        got = []
-        listener = _plain(port, "io-listen")
-        listener.on_message = lambda cl, ud, m: got.append(int(m.payload[:6]))
-        listener.subscribe(TOPIC, qos=1)
-        time.sleep(0.3)
-        c = _io(port, "io-pub")
+    with _publisher_and_listener(tmp_path) as (c, got):
         pad = b"x" * 20000
         with c.held():
             for i in range(400):  # 8 MB: far more than one send() takes
                 c.queue(TOPIC, b"%06d" % i + pad)
         _pump_until(c, lambda: len(got) == 400, timeout=30)
         assert got == list(range(400))
-        listener.disconnect()
-        listener.loop_stop()
-        c.disconnect()
 
 
 def test_an_error_while_held_still_sends_and_stops_holding(tmp_path):
-    with mosquitto(tmp_path) as port:
-        got = []
-        listener = _plain(port, "io-listen")
-        listener.on_message = lambda cl, ud, m: got.append(int(m.payload))
-        listener.subscribe(TOPIC, qos=1)
-        time.sleep(0.3)
-        c = _io(port, "io-pub")
+    with _publisher_and_listener(tmp_path) as (c, got):
         with pytest.raises(RuntimeError):
             with c.held():
                 c.queue(TOPIC, b"1")
                 raise RuntimeError("a bug while publishing a batch")
         c.queue(TOPIC, b"2")  # not held any more
         _pump_until(c, lambda: got == [1, 2])
-        listener.disconnect()
-        listener.loop_stop()
-        c.disconnect()
 
 
 def test_window_never_exceeds_the_brokers_receive_maximum(tmp_path):
-    with mosquitto(tmp_path) as port:
-        got = []
-        listener = _plain(port, "io-listen")
-        listener.on_message = lambda cl, ud, m: got.append(int(m.payload))
-        listener.subscribe(TOPIC, qos=1)
-        time.sleep(0.3)
-        c = _io(port, "io-pub")
+    with _publisher_and_listener(tmp_path) as (c, got):
         c.window_from(SimpleNamespace(ReceiveMaximum=5))
         most = []
         for i in range(60):
@@ -167,9 +154,6 @@ def test_window_never_exceeds_the_brokers_receive_maximum(tmp_path):
             most.append(len(c._inflight))
         assert max(most) == 5
         assert got == list(range(60))
-        listener.disconnect()
-        listener.loop_stop()
-        c.disconnect()
 
 
 def test_paho_loops_are_refused():
@@ -189,8 +173,7 @@ def test_checkpoints_leave_the_writer_for_their_own_thread(tmp_path):
         conn.exec_driver_sql("CREATE TABLE blobs (x BLOB)")
     for _ in range(30):  # ~1800 pages of WAL in 30 commits
         with conn.begin():
-            conn.exec_driver_sql("INSERT INTO blobs VALUES (?)", (os.urandom(4000),))
-            for _ in range(59):
+            for _ in range(60):
                 conn.exec_driver_sql("INSERT INTO blobs VALUES (?)", (os.urandom(4000),))
     # SQLite's default would have checkpointed at 1000 pages and restarted the WAL there;
     # here the pages are all still in the WAL, none copied into the database file yet.
