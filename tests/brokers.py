@@ -73,6 +73,16 @@ def start_bridge_process(db, port, log_path, extra=()):
         cwd=REPO, env=bridge_env(), stdout=out, stderr=subprocess.STDOUT)
 
 
+def wait_until(pred, timeout=3.0):
+    """Poll pred() until it is true (True) or timeout seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def wait_log(log_path, needle, timeout=15.0, count=1):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -12,7 +12,7 @@ import pytest
 
 from bridge import broker_files
 from protocol import signing, topics
-from tests.brokers import MOSQUITTO, free_port, stop_process, wait_port
+from tests.brokers import MOSQUITTO, free_port, stop_process, wait_port, wait_until
 
 KEY_A, KEY_B = b"A" * 32, b"B" * 32
 
@@ -51,15 +51,6 @@ def connect(port, user, password, tls_ca=None):
     return c, box.get("rc")
 
 
-def wait_for(pred, timeout=3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_password_line_matches_mosquitto_passwd_format():
     salt = bytes(range(12))
     line = broker_files.password_line("k1", "pw", salt)
@@ -83,20 +74,20 @@ def test_kiosk_logs_in_with_its_derived_password_and_others_are_refused(broker):
 def test_acl_kiosk_can_only_use_its_own_topics(broker):
     bridge, _ = connect(broker["port"], "bridge", "bridge-secret")
     bridge.subscribe(topics.ALL_SWIPES, qos=1)
-    assert wait_for(lambda: "suback" in bridge.box)
+    assert wait_until(lambda: "suback" in bridge.box)
     a, _ = connect(broker["port"], "kioskA", signing.broker_password(KEY_A))
     a.publish(topics.swipes("kioskA"), b"own", qos=1)
     a.publish(topics.swipes("kioskB"), b"impersonated", qos=1)
-    assert wait_for(lambda: len(a.box.get("puback", [])) == 2)
-    assert wait_for(lambda: bridge.box.get("msgs"))
+    assert wait_until(lambda: len(a.box.get("puback", [])) == 2)
+    assert wait_until(lambda: bridge.box.get("msgs"))
     time.sleep(0.3)
     assert bridge.box["msgs"] == [(topics.swipes("kioskA"), b"own")]
     # Mosquitto grants the subscription but its read ACL withholds B's results from A
     a.subscribe([(topics.results("kioskB"), 1), (topics.results("kioskA"), 1)])
-    assert wait_for(lambda: "suback" in a.box)
+    assert wait_until(lambda: "suback" in a.box)
     bridge.publish(topics.results("kioskB"), b"for B", qos=1)
     bridge.publish(topics.results("kioskA"), b"for A", qos=1)
-    assert wait_for(lambda: a.box.get("msgs"))
+    assert wait_until(lambda: a.box.get("msgs"))
     time.sleep(0.3)
     assert a.box["msgs"] == [(topics.results("kioskA"), b"for A")]
     for c in (a, bridge):

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from bridge import audit, schema
 from bridge.site import mosquitto_binary
 from protocol import messages, reasons, signing, topics, utctime
+from tests.brokers import wait_until
 
 mosquitto_binary()  # no Mosquitto is a failure here, never a skip: `make test` installs it
 
@@ -132,7 +133,7 @@ class Client:
         c.reconnect_delay_set(30, 60)
         c.connect("127.0.0.1", port)
         c.loop_start()
-        wait(lambda: "rc" in self.box, 5)
+        wait_until(lambda: "rc" in self.box, 5)
         self.rc = self.box.get("rc")
 
     @property
@@ -142,20 +143,11 @@ class Client:
     def publish(self, topic, payload):
         n = len(self.box.get("puback", []))
         self.c.publish(topic, payload, qos=1)
-        wait(lambda: len(self.box.get("puback", [])) > n, 3)
+        wait_until(lambda: len(self.box.get("puback", [])) > n, 3)
 
     def close(self):
         self.c.disconnect()
         self.c.loop_stop()
-
-
-def wait(pred, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def rogue(site, a, b, key_a, key_b):
@@ -164,7 +156,7 @@ def rogue(site, a, b, key_a, key_b):
     port = site.port
     sniffer = Client(port, "bridge", site.bridge_password, "drill-sniffer")  # a wire tap
     sniffer.c.subscribe(topics.ALL_SWIPES, qos=1)
-    assert wait(lambda: any(t == topics.swipes(b) for t, _ in sniffer.msgs), 10), "no swipe of B to capture"
+    assert wait_until(lambda: any(t == topics.swipes(b) for t, _ in sniffer.msgs), 10), "no swipe of B to capture"
     captured = next(p for t, p in sniffer.msgs if t == topics.swipes(b))
     cap = json.loads(captured)
 
@@ -179,7 +171,7 @@ def rogue(site, a, b, key_a, key_b):
     ra = Client(port, a, signing.broker_password(key_a), "rogue-A")  # A's own account
     assert ra.ok
     ra.c.subscribe([(topics.results(b), 1), (topics.config(b), 1)])
-    assert wait(lambda: "suback" in ra.box, 3)
+    assert wait_until(lambda: "suback" in ra.box, 3)
     # A publishing as B: a well-formed swipe for B under B's topic, signed with A's key
     forged_b = messages.swipe(b, 900001, utctime.iso(time.time()), cap["uid"], "uid", cap["service"],
                               False, key_a)
