@@ -249,9 +249,11 @@ def measure(workdir):
             own0, brk0 = time.process_time(), _cpu_s(broker.pid)
             r = loader.run(items, rate=rate, topic=topic)
             dt = time.perf_counter() - t0
-            r["cpu"] = (_cpu_s(proc.pid) - cpu0) / dt
-            r["loader_cpu"] = (time.process_time() - own0) / dt
-            r["broker_cpu"] = (_cpu_s(broker.pid) - brk0) / dt
+            used = {"cpu": _cpu_s(proc.pid) - cpu0, "loader_cpu": time.process_time() - own0,
+                    "broker_cpu": _cpu_s(broker.pid) - brk0}
+            for k, v in used.items():
+                r[k] = v / dt                       # share of one CPU
+                r[k + "_us"] = 1e6 * v / len(items)  # CPU microseconds per message
             return r
 
         echo_topic = ECHO_TOPIC % ("%s", "swipes")
@@ -338,6 +340,7 @@ def run():
                        100 * mid["cpu"], 100 * mid["loader_cpu"], 100 * mid["broker_cpu"],
                        rounds(er, "p99_ms", "%.1f"), 100 * _median([e["cpu"] for e in er]),
                        LOW_RATE, low["p50_ms"], low["p99_ms"], os.cpu_count())},
+        _ceiling(bb, eb, base),
     ] + ([
         {"name": "bridge.p99_ms_at_500_tmpfs", "value": round(_median([b["p99_ms"] for b in tm]), 2),
          "unit": "ms", "baseline": round(p99, 2),
@@ -350,6 +353,28 @@ def run():
                        SHM, rounds(tm, "p99_ms", "%.1f"), rounds(tm, "p50_ms", "%.1f"),
                        "/".join("%.0f" % (100 * b["cpu"]) for b in tm))},
     ] if tm else [])
+
+
+def _ceiling(bb, eb, echo_rate, target=0.6):
+    """What this machine's CPUs allow, from the CPU each process spent per message in the
+    burst rounds (medians): the bridge is one thread, so it settles at most 1/u_bridge a
+    second, and bridge, load generator and Mosquitto together at most ncpu/(sum) a second.
+    Also the bridge's own cost per swipe that `target` times the echo would need."""
+    ncpu = os.cpu_count() or 1
+    med = lambda rs, k: _median([r[k] for r in rs])  # noqa: E731
+    ub, ul, um = med(bb, "cpu_us"), med(bb, "loader_cpu_us"), med(bb, "broker_cpu_us")
+    es, el, em = med(eb, "cpu_us"), med(eb, "loader_cpu_us"), med(eb, "broker_cpu_us")
+    most = min(1e6 / ub, ncpu * 1e6 / (ub + ul + um))
+    want = target * echo_rate
+    need = min(1e6 / want, ncpu * 1e6 / want - ul - um)
+    return {"name": "bridge.cpu_us_per_swipe", "value": round(ub), "unit": "us",
+            "baseline": round(es), "ratio": round(ub / es, 2),
+            "detail": "CPU per message in the burst rounds (medians): bridge %.0f us, load "
+                      "generator %.0f, Mosquitto %.0f; echo %.0f us, load generator %.0f, "
+                      "Mosquitto %.0f. With %d CPUs and these costs the bridge can settle at "
+                      "most %.0f swipes/s (%.2f of the echo's median) even using every idle "
+                      "cycle; %.1f of the echo needs the bridge at or below %.0f us a swipe"
+                      % (ub, ul, um, es, el, em, ncpu, most, most / echo_rate, target, need)}
 
 
 def main():

@@ -14,7 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-BENCHES = ["rc522_bench", "firmware_bench", "bridge_bench", "drill"]
+BENCHES = ["rc522_bench", "firmware_bench", "bridge_bench", "fsync_tail", "drill"]
 
 
 def main(argv):
