@@ -180,6 +180,8 @@ def cmd_history(args):
             extra.append("offline")
         if t["flagged"]:
             extra.append("FLAGGED:" + t["reason"])
+            if t.get("memo"):  # e.g. the kiosk's own time of a clock_skew tap
+                extra.append("(%s)" % t["memo"])
         if t["reversed_by"]:
             extra.append("reversed by T%d" % t["reversed_by"])
         if t["reverses"]:

@@ -10,6 +10,8 @@
 #   all good                    -> approved, booked: wallet and funds pay the merchant.
 # An offline swipe is booked at its own time; one that would be declined is booked as a
 # flagged exception (merchant paid from `suspense`, for review) and its result is flagged.
+# An offline swipe whose time cannot be right (before its kiosk was registered, or ahead of
+# the bridge's clock) is booked at the bridge's time as such an exception, `clock_skew`.
 import json
 import time
 
@@ -46,11 +48,11 @@ _k, _s, _t = schema.kiosks, schema.swipes, schema.transactions
 _c, _r = schema.cards, schema.residents
 # Statements built once (see ledger.py): the hot path only binds values.
 _KIOSK = Prepared(select(_k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_base,
-                         _k.c.high_seq, _k.c.enabled)
+                         _k.c.high_seq, _k.c.enabled, _k.c.created_at)
                   .where(_k.c.id == bindparam("kid")).with_for_update())
 _KIOSKS_MANY = InQuery(lambda kids: select(
     _k.c.id, _k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_base, _k.c.high_seq,
-    _k.c.enabled).where(_k.c.id.in_(kids)).order_by(_k.c.id).with_for_update(), kids=_k.c.id)
+    _k.c.enabled, _k.c.created_at).where(_k.c.id.in_(kids)).order_by(_k.c.id).with_for_update(), kids=_k.c.id)
 _PRIOR = Prepared(select(_s.c.mac, _s.c.result, _s.c.settlement, _s.c.reason, _s.c.txn_id)
                   .where(_s.c.kiosk_id == bindparam("kid"), _s.c.seq == bindparam("seq")))
 _CARD = Prepared(select(_c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
@@ -68,6 +70,9 @@ _CARDS_MANY = InQuery(lambda uids: select(_c.c.uid, _c.c.status, _r.c.id, _r.c.b
 # The month as a range of days, so the count is a range scan of ix_txn_caps.
 _LIVE = (or_(_t.c.kind == "swipe", _t.c.kind == "flagged"), _t.c.reversed_by.is_(None),
          _t.c.local_day >= bindparam("first_day"), _t.c.local_day <= bindparam("last_day"))
+
+
+CLOCK_SLACK_S = 300  # how far an offline swipe's time may lie outside what is possible
 
 
 def _month_days(month):
@@ -221,7 +226,7 @@ def _settle(conn, topic, payload, now, batch):
         kiosk = batch.kiosks[kiosk_id] = _KIOSK.first(conn, {"kid": kiosk_id})
     if kiosk is None:
         return _refuse(conn, now, topic, reasons.UNKNOWN_KIOSK, kiosk_id, seq, "kiosk")
-    merchant_id, kiosk_service, key_hex, seq_base, _, enabled = kiosk
+    merchant_id, kiosk_service, key_hex, seq_base, _, enabled, created_at = kiosk
     key = bytes.fromhex(key_hex)
     if not signing.verify("swipe", msg, key):
         return _refuse(conn, now, topic, reasons.BAD_MAC, kiosk_id, seq, "mac")
@@ -257,7 +262,14 @@ def _settle(conn, topic, payload, now, batch):
 
     rules = batch.rules
     tz = rules.tz if rules else None
-    when = utctime.parse(msg["ts"]) if offline else int(now)
+    when, skewed = int(now), False
+    if offline:
+        when = utctime.parse(msg["ts"])
+        # A board that lost power while offline restarts with its clock at 2000-01-01 (no
+        # RTC battery, no NTP yet): such a time would book the swipe on a wrong day and
+        # count it against the wrong day's caps. Book it now, for an operator to review.
+        if when < created_at - CLOCK_SLACK_S or when > now + CLOCK_SLACK_S:
+            when, skewed = int(now), True
     day, month = localtime.day_month(when, tz)
     service = msg["service"]
     reason = reasons.OK
@@ -286,6 +298,8 @@ def _settle(conn, topic, payload, now, batch):
             split = rules.split(service, group, price)
             if split is None:
                 reason = reasons.NOT_ELIGIBLE
+            elif skewed:  # caps count days, and the day is not known: an operator decides
+                reason = reasons.CLOCK_SKEW
             else:
                 per_day, per_month = rules.caps(service)
                 n_month, n_day = (0, 0) if per_day is None and per_month is None else \
@@ -329,7 +343,10 @@ def _settle(conn, topic, payload, now, batch):
         if price:
             txn_id, _ = ledger.post(conn, legs, "flagged", when, reason, tz=tz, flagged=True,
                                     pending=batch.pending,
-                                    memo="offline swipe the bridge would have declined",
+                                    memo=("offline swipe stamped %s by the kiosk's clock; "
+                                          "booked at the bridge's time" % msg["ts"])
+                                    if skewed else
+                                    "offline swipe the bridge would have declined",
                                     **common)
             if resident_id is not None:
                 batch.used(conn, resident_id, service, day, month)

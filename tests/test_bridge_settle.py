@@ -8,7 +8,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import func, select
 
-from bridge import ledger, registry, reports, schema
+from bridge import cli, ledger, localtime, registry, reports, schema
 from bridge.serve import Bridge
 from protocol import messages, reasons, signing, topics, utctime
 
@@ -205,9 +205,17 @@ def test_daily_cap(site):
     assert k.wait(k.swipe(card)["seq"])["reason"] == reasons.OK
 
 
+def _in_service_since(engine, kiosk_id, seconds_ago):
+    """Backdate a kiosk's registration: an offline swipe before it would be impossible."""
+    with engine.begin() as conn:
+        conn.execute(schema.kiosks.update().where(schema.kiosks.c.id == kiosk_id).values(
+            created_at=int(time.time()) - seconds_ago))
+
+
 def test_offline_swipe_booked_at_its_own_time(site):
     engine = site["engine"]
     k = site["kiosk"]
+    _in_service_since(engine, "K1", 30 * 86400)
     when = int(time.time()) - 3 * 86400
     res = k.wait(k.swipe(site["cards"]["young"], ts=utctime.iso(when), offline=True)["seq"])
     assert (res["verdict"], res["reason"], res["offline"], res["flagged"]) == \
@@ -238,6 +246,46 @@ def test_offline_would_decline_is_flagged_not_dropped(site):
     res = k.wait(k.swipe("0102030405060708090A", offline=True,
                          ts=utctime.iso(time.time() - 60))["seq"])
     assert res["flagged"] and res["reason"] == reasons.UNKNOWN_CARD
+
+
+def test_offline_swipe_with_an_impossible_time_is_booked_now_and_flagged(site, tmp_path,
+                                                                          capsys):
+    """A board that lost power offline restarts at 2000-01-01 (no RTC battery): its
+    offline swipes must not land on that day, nor one ahead of the bridge's clock."""
+    engine = site["engine"]
+    k = site["kiosk"]
+    card = site["cards"]["young"]
+    t = schema.transactions
+    cases = [("2000-01-01T00:05:00Z", "unset clock"),
+             (utctime.iso(time.time() + 3600), "an hour ahead")]
+    for ts, _why in cases:
+        before = int(time.time())
+        res = k.wait(k.swipe(card, ts=ts, offline=True)["seq"])
+        assert (res["verdict"], res["reason"], res["flagged"], res["offline"]) == \
+            ("declined", reasons.CLOCK_SKEW, True, True), _why
+        assert res["txn"] is not None and res["resident_pays"] == 0
+        with engine.connect() as conn:
+            row = conn.execute(select(t.c.ts, t.c.kind, t.c.local_day, t.c.memo).where(
+                t.c.id == ledger.parse_txn(res["txn"]))).first()
+        assert row.kind == "flagged" and before <= row.ts <= int(time.time()), _why
+        assert row.local_day == localtime.day_month(row.ts, "Asia/Shanghai")[0], _why
+        assert ts in row.memo
+    with engine.connect() as conn:  # the merchant is paid from suspense, the wallet untouched
+        assert ledger.balance(conn, ledger.SUSPENSE) == -2000
+    assert balance(engine, "R000001") == 5000
+    # the operator's history shows why, with the kiosk's own time
+    capsys.readouterr()
+    assert cli.main(["--db", str(tmp_path / "aixin.db"), "history", card]) == 0
+    out = capsys.readouterr().out
+    assert out.count("FLAGGED:clock_skew") == 2 and "stamped 2000-01-01T00:05:00Z" in out
+    # Both count as today's uses (meals: 2 a day), like any flagged swipe. Inside the slack
+    # (a kiosk clock a minute off) a swipe is still booked at its own time.
+    ts = int(time.time()) + 60
+    res = k.wait(k.swipe(site["cards"]["old"], ts=utctime.iso(ts), offline=True)["seq"])
+    assert (res["verdict"], res["reason"], res["flagged"]) == ("approved", reasons.OK, False)
+    with engine.connect() as conn:
+        assert conn.execute(select(t.c.ts).where(
+            t.c.id == ledger.parse_txn(res["txn"]))).scalar() == ts
 
 
 def test_block_republishes_retained_config(site):
