@@ -55,7 +55,8 @@ TABLE = {
     REPLAY: ("Reader error", "this (kiosk, seq) was already used by a different message"),
     STALE: ("Reader error", "seq is older than the kiosk's accepted window (old key generation or replay)"),
     TOPIC_MISMATCH: ("Reader error", "the kiosk in the message differs from the kiosk in the topic"),
-    CLOCK_SKEW: ("Reader error", "an offline swipe's time is impossible (before its kiosk existed, or ahead of the bridge): booked at the bridge's time, flagged"),
+    CLOCK_SKEW: ("Reader error", "an offline swipe's time is impossible (before its kiosk existed, "
+                                 "or ahead of the bridge): booked at the bridge's time, flagged"),
     MALFORMED_JSON: ("Reader error", "payload is not valid UTF-8 JSON"),
     NOT_OBJECT: ("Reader error", "payload is JSON but not an object"),
     MISSING_FIELD: ("Reader error", "a required field is missing"),
