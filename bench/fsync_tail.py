@@ -16,6 +16,7 @@ import time
 PAGE = 4096 + 24  # a WAL frame: page plus frame header
 PAGES = 13        # what one one-swipe commit writes (strace of the bridge)
 RATE = 500
+RING = 200        # commits' worth of file reused in turn (10 MB), as a restarted WAL is
 
 
 def _pct(values, p):
@@ -28,7 +29,7 @@ def measure(folder, n):
     fd, path = tempfile.mkstemp(prefix="fsync-tail-", dir=folder)
     try:
         zeros = b"\0" * len(chunk)
-        for _ in range(n):  # allocate and write every block first: overwrites, as in a WAL
+        for _ in range(RING):  # allocate and write every block first: overwrites, as in a WAL
             os.write(fd, zeros)
         os.fsync(fd)
         times = []
@@ -37,7 +38,7 @@ def measure(folder, n):
             delay = t0 + i / RATE - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            os.pwrite(fd, chunk, i * len(chunk))
+            os.pwrite(fd, chunk, (i % RING) * len(chunk))
             t = time.perf_counter()
             os.fdatasync(fd)
             times.append((time.perf_counter() - t) * 1000)

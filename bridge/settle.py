@@ -44,6 +44,8 @@ def _refuse(conn, now, topic, code, kiosk=None, seq=None, field=None):
                                     "reason": code, "field": field})
 
 
+CLOCK_SLACK_S = 300  # how far an offline swipe's time may lie outside what is possible
+
 _k, _s, _t = schema.kiosks, schema.swipes, schema.transactions
 _c, _r = schema.cards, schema.residents
 # Statements built once (see ledger.py): the hot path only binds values.
@@ -52,7 +54,8 @@ _KIOSK = Prepared(select(_k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_
                   .where(_k.c.id == bindparam("kid")).with_for_update())
 _KIOSKS_MANY = InQuery(lambda kids: select(
     _k.c.id, _k.c.merchant_id, _k.c.service, _k.c.key_hex, _k.c.seq_base, _k.c.high_seq,
-    _k.c.enabled, _k.c.created_at).where(_k.c.id.in_(kids)).order_by(_k.c.id).with_for_update(), kids=_k.c.id)
+    _k.c.enabled, _k.c.created_at
+).where(_k.c.id.in_(kids)).order_by(_k.c.id).with_for_update(), kids=_k.c.id)
 _PRIOR = Prepared(select(_s.c.mac, _s.c.result, _s.c.settlement, _s.c.reason, _s.c.txn_id)
                   .where(_s.c.kiosk_id == bindparam("kid"), _s.c.seq == bindparam("seq")))
 _CARD = Prepared(select(_c.c.status, _r.c.id, _r.c.birth_date, _r.c.flags)
@@ -70,9 +73,6 @@ _CARDS_MANY = InQuery(lambda uids: select(_c.c.uid, _c.c.status, _r.c.id, _r.c.b
 # The month as a range of days, so the count is a range scan of ix_txn_caps.
 _LIVE = (or_(_t.c.kind == "swipe", _t.c.kind == "flagged"), _t.c.reversed_by.is_(None),
          _t.c.local_day >= bindparam("first_day"), _t.c.local_day <= bindparam("last_day"))
-
-
-CLOCK_SLACK_S = 300  # how far an offline swipe's time may lie outside what is possible
 
 
 def _month_days(month):
@@ -340,14 +340,13 @@ def _settle(conn, topic, payload, now, batch):
         # full price against suspense, and flagged for an operator (never dropped).
         flagged = True
         legs = [(ledger.SUSPENSE, -price), (ledger.merchant(merchant_id), price)]
+        memo = "offline swipe the bridge would have declined"
+        if skewed:
+            memo = "offline swipe stamped %s by the kiosk's clock; booked at the bridge's " \
+                "time" % msg["ts"]
         if price:
             txn_id, _ = ledger.post(conn, legs, "flagged", when, reason, tz=tz, flagged=True,
-                                    pending=batch.pending,
-                                    memo=("offline swipe stamped %s by the kiosk's clock; "
-                                          "booked at the bridge's time" % msg["ts"])
-                                    if skewed else
-                                    "offline swipe the bridge would have declined",
-                                    **common)
+                                    pending=batch.pending, memo=memo, **common)
             if resident_id is not None:
                 batch.used(conn, resident_id, service, day, month)
     if balance is None and resident_id is not None:
